@@ -1,0 +1,60 @@
+// Monotonic, injectable time for the core.
+//
+// Every deadline in the core (topology timeout, job retention, later heartbeats) is computed
+// from a Clock, never from the wall clock: a wall-clock jump (NTP step, operator typo) must
+// change nothing. Tests use FakeClock and advance it by hand.
+#ifndef MS_RENDEZVOUS_CORE_CLOCK_H_
+#define MS_RENDEZVOUS_CORE_CLOCK_H_
+
+#include <chrono>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace ms_rendezvous::core {
+
+// A point on the monotonic clock.
+using MonoTime = std::chrono::steady_clock::time_point;
+
+inline absl::Duration ToDuration(std::chrono::steady_clock::duration d) {
+  return absl::FromChrono(d);
+}
+inline MonoTime AddDuration(MonoTime t, absl::Duration d) {
+  if (d == absl::InfiniteDuration()) return MonoTime::max();
+  return t + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                 absl::ToChronoNanoseconds(d));
+}
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual MonoTime Now() = 0;
+  // Wall-clock time, for display only (event timestamps). Never used for decisions.
+  virtual absl::Time WallNow() { return absl::Now(); }
+
+  // The process-wide real clock.
+  static Clock* Real();
+};
+
+// Test clock: time moves only when Advance() is called.
+class FakeClock final : public Clock {
+ public:
+  MonoTime Now() override {
+    absl::MutexLock l(&mu_);
+    return now_;
+  }
+  absl::Time WallNow() override { return absl::UnixEpoch(); }
+  void Advance(absl::Duration d) {
+    absl::MutexLock l(&mu_);
+    now_ = AddDuration(now_, d);
+  }
+
+ private:
+  absl::Mutex mu_;
+  MonoTime now_ ABSL_GUARDED_BY(mu_) = MonoTime() + std::chrono::hours(1000);
+};
+
+}  // namespace ms_rendezvous::core
+
+#endif  // MS_RENDEZVOUS_CORE_CLOCK_H_

@@ -1,0 +1,155 @@
+// JobRegistry: every job the daemon knows, and the only entry point the server layer uses.
+//
+// Thread-safe. Never blocks a thread on behalf of a waiting member: Join() parks a continuation
+// (JoinCallback) that runs exactly once, when the job completes, fails, times out, the call is
+// cancelled or the registry shuts down. Callbacks and watcher notifications always run after
+// every core lock has been released, on the thread whose call caused them (a Join that completes
+// a job delivers every member's topology from that thread).
+//
+// Time: the registry never sleeps and never reads the wall clock for decisions. The owner calls
+// ProcessDeadlines() when the next deadline is due (the server runs one deadline thread; tests
+// advance a FakeClock and call it by hand).
+//
+// Locking: mu_ guards the job map only; each Job has its own mutex (jobs never wait on each
+// other); the deadline queue has its own mutex. Order: registry mu_ -> job mu_ -> deadline mu_.
+#ifndef MS_RENDEZVOUS_CORE_JOB_REGISTRY_H_
+#define MS_RENDEZVOUS_CORE_JOB_REGISTRY_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "core/clock.h"
+#include "core/deadline_queue.h"
+#include "core/types.h"
+
+namespace ms_rendezvous::core {
+
+class Job;
+class StateStore;
+
+struct RegistryOptions {
+  // Topology timeout of a job whose first member sent topo_timeout_ms == 0 (MindSpore: 1800 s).
+  absl::Duration default_topo_timeout = absl::Seconds(1800);
+  // How long FINISHED and FAILED jobs stay visible before they are forgotten.
+  absl::Duration finished_job_ttl = absl::Hours(1);
+  // A watcher that has this many undelivered events is disconnected (ResourceExhausted).
+  size_t max_watch_backlog = 10000;
+};
+
+// Completes a Join: the member's topology, or why it has none.
+using JoinCallback = absl::AnyInvocable<void(absl::StatusOr<Topology>)>;
+
+// Receives one job's events. OnEvent calls for one watcher never run concurrently and arrive in
+// seq order, starting with a kSnapshot. OnEnd is the last call (job forgotten or replaced,
+// watcher too slow, registry shut down).
+class JobWatcher {
+ public:
+  virtual ~JobWatcher() = default;
+  virtual void OnEvent(const JobEvent& event) = 0;
+  virtual void OnEnd(const absl::Status& status) = 0;
+};
+
+struct HeartbeatResult {
+  JobState job_state = JobState::kForming;
+  uint64_t generation = 0;
+};
+
+struct MemberPage {
+  std::vector<MemberInfo> members;
+  uint32_t total = 0;
+  // Offset of the next page; 0 when this is the last page.
+  uint64_t next_offset = 0;
+};
+
+class JobRegistry {
+ public:
+  // Lists are capped in summaries and messages.
+  static constexpr size_t kMaxHostsListed = 100;
+  static constexpr size_t kMaxMissingRanksListed = 1000;
+
+  // `clock` must outlive the registry. `store` may be nullptr (state kept in memory only).
+  JobRegistry(Clock* clock, RegistryOptions options, StateStore* store = nullptr);
+  ~JobRegistry();
+
+  JobRegistry(const JobRegistry&) = delete;
+  JobRegistry& operator=(const JobRegistry&) = delete;
+
+  // Registers a member and parks `done` until its job is complete. Returns a waiter id for
+  // CancelJoin (0 when `done` already ran, i.e. the join was rejected at once).
+  // Possible errors passed to `done`:
+  //   InvalidArgument    malformed spec; numeric node id out of range for its role
+  //   FailedPrecondition worker_num / server_num disagree with the job (both values named)
+  //   AlreadyExists      repeated node id in the job (who holds it, since when)
+  //   ResourceExhausted  the job already has every member it expects
+  //   DeadlineExceeded   topology timeout; the message lists who is missing
+  //   Cancelled          CancelJoin() or Leave() before completion
+  //   Unavailable        the registry is shutting down
+  uint64_t Join(MemberSpec spec, JoinCallback done);
+
+  // Withdraws a waiting member whose call was cancelled (client gone): its node id becomes free
+  // again and `done` runs with Cancelled. No-op when the waiter already completed.
+  void CancelJoin(const std::string& job_id, uint64_t waiter_id);
+
+  // Records that a member is alive. NotFound (unknown job/member), Aborted (stale incarnation
+  // or failed job; the message says why).
+  absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
+
+  // Finalizes a member: LEFT in a complete job (FINISHED once all left), withdrawn while
+  // forming. Idempotent. NotFound for an unknown job/member, Aborted for a stale incarnation.
+  absl::StatusOr<JobState> Leave(const MemberRef& ref);
+
+  // Ops views.
+  std::vector<JobSummary> ListJobs(const std::string& after_job_id, size_t limit);
+  absl::StatusOr<JobSummary> GetJob(const std::string& job_id);
+  absl::StatusOr<MemberPage> ListMembers(const std::string& job_id, uint64_t offset,
+                                         size_t limit);
+  // Subscribes to a job's events; the first event is a snapshot. NotFound for an unknown job.
+  absl::StatusOr<uint64_t> Watch(const std::string& job_id, std::shared_ptr<JobWatcher> watcher);
+  // Unsubscribes (no OnEnd call follows). No-op for an unknown id.
+  void Unwatch(const std::string& job_id, uint64_t watch_id);
+
+  // Runs every deadline that is due. Returns when the next one is due (MonoTime::max() when
+  // none).
+  MonoTime ProcessDeadlines();
+
+  // Called (outside locks) whenever a deadline earlier than every pending one is added, so the
+  // owner's deadline thread can wake up early. Set once, before use.
+  void SetDeadlineObserver(std::function<void(MonoTime)> observer);
+
+  // Stops accepting joins (Unavailable), completes every waiting member with Unavailable and
+  // ends every watch. Idempotent.
+  void Shutdown();
+
+  size_t num_jobs();
+  Clock* clock() const { return clock_; }
+  const RegistryOptions& options() const { return options_; }
+
+ private:
+  std::shared_ptr<Job> FindJob(const std::string& job_id);
+
+  Clock* const clock_;
+  const RegistryOptions options_;
+  StateStore* const store_;
+  DeadlineQueue deadlines_;
+
+  absl::Mutex mu_;
+  absl::btree_map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mu_);
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_job_uid_ ABSL_GUARDED_BY(mu_) = 1;
+
+  std::function<void(MonoTime)> deadline_observer_;
+};
+
+}  // namespace ms_rendezvous::core
+
+#endif  // MS_RENDEZVOUS_CORE_JOB_REGISTRY_H_

@@ -1,0 +1,67 @@
+// RendezvousServer: the gRPC front of the core, used by the daemon (ms-rendezvousd), by the
+// embedded scheduler of the client library (MS_ROLE=MS_SCHED) and by integration tests.
+//
+// It owns a core::JobRegistry, the deadline thread that drives the registry's timers, and a
+// grpc::Server serving ms.rendezvous.v1.Rendezvous, ms.rendezvous.v1.RendezvousAdmin,
+// grpc.health.v1.Health and server reflection on one port. Services are thin: proto <-> core.
+#ifndef MS_RENDEZVOUS_SERVER_SERVER_H_
+#define MS_RENDEZVOUS_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/job_registry.h"
+
+namespace ms_rendezvous::server {
+
+struct ServerOptions {
+  // HOST:PORT to listen on. Port 0 picks a free port (see RendezvousServer::port()).
+  std::string listen = "0.0.0.0:8118";
+  // Registry settings (topology timeout default, finished-job retention, ...).
+  core::RegistryOptions registry;
+  // Clock for the registry; nullptr = the real monotonic clock.
+  core::Clock* clock = nullptr;
+};
+
+class RendezvousServer {
+ public:
+  // Binds the port and starts serving. Errors: InvalidArgument for a malformed listen address,
+  // Unavailable when the port cannot be bound (the message names the address).
+  static absl::StatusOr<std::unique_ptr<RendezvousServer>> Start(ServerOptions options);
+
+  ~RendezvousServer();  // Shutdown(absl::ZeroDuration()) if not done yet.
+
+  // The bound port (useful with port 0).
+  int port() const { return port_; }
+  // "HOST:PORT" clients can dial (127.0.0.1 when listening on a wildcard address).
+  std::string address() const;
+
+  core::JobRegistry& registry() { return *registry_; }
+
+  // Graceful stop: waiting Join calls and watches end with Unavailable at once, in-flight unary
+  // calls get up to `grace` to finish, then the server stops. Idempotent.
+  void Shutdown(absl::Duration grace = absl::Seconds(5));
+
+  // Blocks until Shutdown() completed.
+  void Wait();
+
+  // Blocks until job `job_id` exists and reached FINISHED or FAILED, or until `timeout`.
+  // Returns the final state; DeadlineExceeded on timeout; Unavailable when the server shuts down.
+  absl::StatusOr<core::JobState> WaitForJobEnd(const std::string& job_id,
+                                               absl::Duration timeout = absl::InfiniteDuration());
+
+  struct Impl;  // defined in server.cc
+
+ private:
+  explicit RendezvousServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  core::JobRegistry* registry_ = nullptr;
+  int port_ = 0;
+};
+
+}  // namespace ms_rendezvous::server
+
+#endif  // MS_RENDEZVOUS_SERVER_SERVER_H_
