@@ -1,0 +1,293 @@
+#include "core/job_registry.h"
+
+#include <atomic>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/effects.h"
+#include "core/job.h"
+#include "store/state_store.h"
+
+namespace ms_rendezvous::core {
+namespace {
+
+constexpr uint32_t kMaxMembersPerRole = 1000000;
+
+bool ValidJobIdChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+std::string Quote(const std::string& s) {
+  std::string shown = s.size() > 64 ? s.substr(0, 64) + "..." : s;
+  return absl::StrCat("\"", shown, "\"");
+}
+
+// Checks a spec on its own (without looking at its job). Messages name the environment
+// variable a user sets, the value and what is allowed.
+absl::Status ValidateSpec(const MemberSpec& s) {
+  if (s.job_id.empty() || s.job_id.size() > 128) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_JOB_ID=", Quote(s.job_id),
+                                                   " must be 1..128 characters long"));
+  }
+  for (char c : s.job_id) {
+    if (!ValidJobIdChar(c)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MS_JOB_ID=", Quote(s.job_id), " contains '", std::string(1, c),
+          "': allowed characters are A-Z a-z 0-9 . _ : -"));
+    }
+  }
+  if (s.role != Role::kWorker && s.role != Role::kPServer) {
+    return absl::InvalidArgumentError(
+        "MS_ROLE must be MS_WORKER or MS_PSERVER to join a job (MS_SCHED runs a scheduler)");
+  }
+  if (s.node_id.empty() || s.node_id.size() > 128) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_NODE_ID=", Quote(s.node_id),
+                                                   " must be 1..128 characters long"));
+  }
+  for (char c : s.node_id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MS_NODE_ID=", Quote(s.node_id),
+          " contains a space or non-printable character: allowed are printable ASCII characters"));
+    }
+  }
+  if (s.host.empty() || s.host.size() > 255) {
+    return absl::InvalidArgumentError(absl::StrCat("host (MS_WORKER_IP)=", Quote(s.host),
+                                                   " must be 1..255 characters long"));
+  }
+  if (s.host_name.size() > 255) {
+    return absl::InvalidArgumentError(absl::StrCat("host_name=", Quote(s.host_name),
+                                                   " is longer than 255 characters"));
+  }
+  if (s.device_id < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DEVICE_ID=", s.device_id, " must be >= 0 (or unset)"));
+  }
+  if (s.worker_num == 0 || s.worker_num > kMaxMembersPerRole) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_WORKER_NUM=", s.worker_num,
+                                                   " must be in 1..", kMaxMembersPerRole));
+  }
+  if (s.server_num > kMaxMembersPerRole) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_SERVER_NUM=", s.server_num,
+                                                   " must be in 0..", kMaxMembersPerRole));
+  }
+  if (s.role == Role::kPServer && s.server_num == 0) {
+    return absl::InvalidArgumentError(
+        "MS_ROLE=MS_PSERVER but MS_SERVER_NUM=0: a parameter server needs MS_SERVER_NUM > 0 "
+        "(the job expects no servers)");
+  }
+  return absl::OkStatus();
+}
+
+// Incarnations must differ across daemon restarts too: start the counter from the wall clock.
+uint64_t NextIncarnation() {
+  static std::atomic<uint64_t> next{static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()))};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t NextWaiterId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+JobRegistry::JobRegistry(Clock* clock, RegistryOptions options, StateStore* store)
+    : clock_(clock), options_(std::move(options)), store_(store) {}
+
+JobRegistry::~JobRegistry() { Shutdown(); }
+
+void JobRegistry::SetDeadlineObserver(std::function<void(MonoTime)> observer) {
+  deadline_observer_ = std::move(observer);
+}
+
+std::shared_ptr<Job> JobRegistry::FindJob(const std::string& job_id) {
+  absl::MutexLock l(&mu_);
+  auto it = jobs_.find(job_id);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
+uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
+  Effects fx;  // declared first: runs after every lock below is released
+  absl::Status st = ValidateSpec(spec);
+  if (!st.ok()) {
+    done(st);
+    return 0;
+  }
+  const uint64_t waiter_id = NextWaiterId();
+  const uint64_t incarnation = NextIncarnation();
+  std::optional<MonoTime> new_deadline;
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      absl::MutexLock l(&mu_);
+      if (shutting_down_) {
+        fx.Add([done = std::move(done)]() mutable {
+          done(absl::UnavailableError("the rendezvous daemon is shutting down; retry"));
+        });
+        return 0;
+      }
+      auto& slot = jobs_[spec.job_id];
+      if (slot == nullptr || slot->IsEnded()) {
+        Job::Params p;
+        p.id = spec.job_id;
+        p.uid = next_job_uid_++;
+        p.generation = slot == nullptr ? 1 : slot->generation() + 1;
+        p.worker_num = spec.worker_num;
+        p.server_num = spec.server_num;
+        p.topo_timeout_ms = spec.topo_timeout_ms != 0
+                                ? spec.topo_timeout_ms
+                                : absl::ToInt64Milliseconds(options_.default_topo_timeout);
+        if (slot != nullptr) {
+          slot->EndWatches(absl::OkStatus(), fx);  // replaced: watchers see the stream end
+          if (store_ != nullptr) store_->DeleteJob(spec.job_id).IgnoreError();
+        }
+        slot = std::make_shared<Job>(std::move(p), clock_, options_, store_);
+        if (slot->topo_deadline() != MonoTime::max()) {
+          if (deadlines_.Push(Deadline{slot->topo_deadline(), DeadlineKind::kTopologyTimeout,
+                                       slot->id(), slot->uid()})) {
+            new_deadline = slot->topo_deadline();
+          }
+        }
+      }
+      job = slot;
+    }
+    if (job->Join(spec, incarnation, waiter_id, done, fx) != Job::JoinOutcome::kJobEnded) {
+      break;
+    }
+    // The job ended between lookup and join (timeout, last member left): start over, which
+    // replaces it with a new job for this id.
+  }
+  if (new_deadline.has_value() && deadline_observer_) deadline_observer_(*new_deadline);
+  return waiter_id;
+}
+
+void JobRegistry::CancelJoin(const std::string& job_id, uint64_t waiter_id) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job != nullptr) job->CancelWaiter(waiter_id, fx);
+}
+
+absl::StatusOr<HeartbeatResult> JobRegistry::Heartbeat(const MemberRef& ref) {
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id,
+                                            "' is unknown to this daemon; join it first"));
+  }
+  return job->Heartbeat(ref);
+}
+
+absl::StatusOr<JobState> JobRegistry::Leave(const MemberRef& ref) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id,
+                                            "' is unknown to this daemon; nothing to leave"));
+  }
+  absl::StatusOr<JobState> state = job->Leave(ref, fx);
+  if (state.ok() && *state == JobState::kFinished) {
+    MonoTime when = AddDuration(clock_->Now(), options_.finished_job_ttl);
+    if (deadlines_.Push(Deadline{when, DeadlineKind::kForgetJob, job->id(), job->uid()}) &&
+        deadline_observer_) {
+      deadline_observer_(when);
+    }
+  }
+  return state;
+}
+
+std::vector<JobSummary> JobRegistry::ListJobs(const std::string& after_job_id, size_t limit) {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    for (auto it = jobs_.upper_bound(after_job_id); it != jobs_.end() && jobs.size() < limit;
+         ++it) {
+      jobs.push_back(it->second);
+    }
+  }
+  std::vector<JobSummary> out;
+  out.reserve(jobs.size());
+  for (auto& job : jobs) out.push_back(job->Summary());
+  return out;
+}
+
+absl::StatusOr<JobSummary> JobRegistry::GetJob(const std::string& job_id) {
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  return job->Summary();
+}
+
+absl::StatusOr<MemberPage> JobRegistry::ListMembers(const std::string& job_id, uint64_t offset,
+                                                    size_t limit) {
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  return job->ListMembers(offset, limit);
+}
+
+absl::StatusOr<uint64_t> JobRegistry::Watch(const std::string& job_id,
+                                            std::shared_ptr<JobWatcher> watcher) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  return job->Watch(std::move(watcher), fx);
+}
+
+void JobRegistry::Unwatch(const std::string& job_id, uint64_t watch_id) {
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job != nullptr) job->Unwatch(watch_id);
+}
+
+MonoTime JobRegistry::ProcessDeadlines() {
+  const MonoTime now = clock_->Now();
+  for (const Deadline& d : deadlines_.PopDue(now)) {
+    Effects fx;
+    std::shared_ptr<Job> job = FindJob(d.job_id);
+    if (job == nullptr || job->uid() != d.job_uid) continue;  // replaced or forgotten
+    switch (d.kind) {
+      case DeadlineKind::kTopologyTimeout:
+        if (job->OnTopologyTimeout(fx)) {
+          deadlines_.Push(Deadline{AddDuration(now, options_.finished_job_ttl),
+                                   DeadlineKind::kForgetJob, job->id(), job->uid()});
+        }
+        break;
+      case DeadlineKind::kForgetJob: {
+        absl::MutexLock l(&mu_);
+        auto it = jobs_.find(d.job_id);
+        if (it != jobs_.end() && it->second->uid() == d.job_uid && it->second->IsEnded()) {
+          it->second->EndWatches(absl::OkStatus(), fx);
+          jobs_.erase(it);
+          if (store_ != nullptr) store_->DeleteJob(d.job_id).IgnoreError();
+        }
+        break;
+      }
+    }
+  }
+  return deadlines_.Next();
+}
+
+void JobRegistry::Shutdown() {
+  Effects fx;
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  const absl::Status st =
+      absl::UnavailableError("the rendezvous daemon is shutting down; retry when it is back");
+  for (auto& job : jobs) job->Shutdown(st, fx);
+}
+
+size_t JobRegistry::num_jobs() {
+  absl::MutexLock l(&mu_);
+  return jobs_.size();
+}
+
+}  // namespace ms_rendezvous::core
