@@ -1,0 +1,200 @@
+#include <deque>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "server/convert.h"
+#include "server/services.h"
+
+namespace ms_rendezvous::server {
+namespace {
+
+constexpr uint32_t kDefaultJobsPage = 100;
+constexpr uint32_t kMaxJobsPage = 1000;
+constexpr uint32_t kDefaultMembersPage = 1000;
+constexpr uint32_t kMaxMembersPage = 10000;
+
+absl::StatusOr<uint32_t> PageSize(uint32_t requested, uint32_t dflt, uint32_t max,
+                                  const char* field) {
+  if (requested == 0) return dflt;
+  if (requested > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, "=", requested, " is too large: allowed 1..", max, " (0: ", dflt, ")"));
+  }
+  return requested;
+}
+
+// Member page tokens are the decimal offset of the next member.
+absl::StatusOr<uint64_t> OffsetFromToken(const std::string& token) {
+  if (token.empty()) return 0;
+  uint64_t offset = 0;
+  if (!absl::SimpleAtoi(token, &offset)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "page_token=\"", token.substr(0, 64),
+        "\" is not a token this daemon issued: pass next_page_token from the previous response"));
+  }
+  return offset;
+}
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& st) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpc(st));
+  return reactor;
+}
+
+// Streams one job's events. The core delivers events in order (never concurrently) to the
+// Sink, which queues them and writes one at a time; the Sink outlives the reactor because the
+// core holds it until Unwatch.
+class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
+ public:
+  WatchReactor(core::JobRegistry* registry, const std::string& job_id)
+      : registry_(registry), job_id_(job_id), sink_(std::make_shared<Sink>(this)) {
+    absl::StatusOr<uint64_t> id = registry_->Watch(job_id, sink_);
+    if (!id.ok()) {
+      sink_->End(id.status());
+      return;
+    }
+    absl::MutexLock l(&mu_);
+    watch_id_ = *id;
+  }
+
+  void OnWriteDone(bool ok) override { sink_->WriteDone(ok); }
+  void OnCancel() override { sink_->End(absl::CancelledError("watch cancelled by the client")); }
+  void OnDone() override {
+    sink_->Detach();
+    uint64_t id;
+    {
+      absl::MutexLock l(&mu_);
+      id = watch_id_;
+    }
+    if (id != 0) registry_->Unwatch(job_id_, id);
+    delete this;
+  }
+
+ private:
+  class Sink final : public core::JobWatcher {
+   public:
+    explicit Sink(WatchReactor* reactor) : reactor_(reactor) {}
+
+    void OnEvent(const core::JobEvent& event) override {
+      absl::MutexLock l(&mu_);
+      if (reactor_ == nullptr || finished_) return;
+      queue_.emplace_back();
+      JobEventToProto(event, &queue_.back());
+      if (!writing_) {
+        writing_ = true;
+        reactor_->StartWrite(&queue_.front());
+      }
+    }
+    void OnEnd(const absl::Status& status) override { End(status); }
+
+    void End(const absl::Status& status) {
+      absl::MutexLock l(&mu_);
+      if (reactor_ == nullptr || finished_ || end_status_.has_value()) return;
+      end_status_ = status;
+      if (!writing_) FinishLocked();
+    }
+    void WriteDone(bool ok) {
+      absl::MutexLock l(&mu_);
+      if (reactor_ == nullptr) return;
+      queue_.pop_front();
+      if (!ok) {  // the client is gone; OnCancel/OnDone follow
+        writing_ = false;
+        if (!finished_) {
+          finished_ = true;
+          reactor_->Finish(grpc::Status::CANCELLED);
+        }
+        return;
+      }
+      if (!queue_.empty() && !finished_) {
+        reactor_->StartWrite(&queue_.front());
+        return;
+      }
+      writing_ = false;
+      if (end_status_.has_value()) FinishLocked();
+    }
+    void Detach() {
+      absl::MutexLock l(&mu_);
+      reactor_ = nullptr;
+    }
+
+   private:
+    void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (finished_) return;
+      finished_ = true;
+      reactor_->Finish(ToGrpc(*end_status_));
+    }
+
+    absl::Mutex mu_;
+    WatchReactor* reactor_ ABSL_GUARDED_BY(mu_);
+    std::deque<pb::JobEvent> queue_ ABSL_GUARDED_BY(mu_);
+    bool writing_ ABSL_GUARDED_BY(mu_) = false;
+    bool finished_ ABSL_GUARDED_BY(mu_) = false;
+    std::optional<absl::Status> end_status_ ABSL_GUARDED_BY(mu_);
+  };
+
+  core::JobRegistry* const registry_;
+  const std::string job_id_;
+  const std::shared_ptr<Sink> sink_;
+  absl::Mutex mu_;
+  uint64_t watch_id_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ctx,
+                                                 const pb::ListJobsRequest* req,
+                                                 pb::ListJobsResponse* resp) {
+  absl::StatusOr<uint32_t> size =
+      PageSize(req->page_size(), kDefaultJobsPage, kMaxJobsPage, "page_size");
+  if (!size.ok()) return Done(ctx, size.status());
+  // Job page tokens are the last job id of the previous page (jobs are ordered by id).
+  std::vector<core::JobSummary> jobs = registry_->ListJobs(req->page_token(), *size + 1);
+  const bool more = jobs.size() > *size;
+  if (more) jobs.pop_back();
+  for (const auto& j : jobs) JobSummaryToProto(j, resp->add_jobs());
+  if (more && !jobs.empty()) resp->set_next_page_token(jobs.back().job_id);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::GetJob(grpc::CallbackServerContext* ctx,
+                                               const pb::GetJobRequest* req,
+                                               pb::GetJobResponse* resp) {
+  absl::StatusOr<uint32_t> size =
+      PageSize(req->max_members(), kDefaultMembersPage, kMaxMembersPage, "max_members");
+  if (!size.ok()) return Done(ctx, size.status());
+  absl::StatusOr<core::JobSummary> job = registry_->GetJob(req->job_id());
+  if (!job.ok()) return Done(ctx, job.status());
+  JobSummaryToProto(*job, resp->mutable_job());
+  absl::StatusOr<core::MemberPage> page = registry_->ListMembers(req->job_id(), 0, *size);
+  if (page.ok()) {
+    for (const auto& m : page->members) MemberInfoToProto(m, resp->add_members());
+    if (page->next_offset != 0) resp->set_next_page_token(std::to_string(page->next_offset));
+  }
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListMembers(grpc::CallbackServerContext* ctx,
+                                                    const pb::ListMembersRequest* req,
+                                                    pb::ListMembersResponse* resp) {
+  absl::StatusOr<uint32_t> size =
+      PageSize(req->page_size(), kDefaultMembersPage, kMaxMembersPage, "page_size");
+  if (!size.ok()) return Done(ctx, size.status());
+  absl::StatusOr<uint64_t> offset = OffsetFromToken(req->page_token());
+  if (!offset.ok()) return Done(ctx, offset.status());
+  absl::StatusOr<core::MemberPage> page = registry_->ListMembers(req->job_id(), *offset, *size);
+  if (!page.ok()) return Done(ctx, page.status());
+  for (const auto& m : page->members) MemberInfoToProto(m, resp->add_members());
+  if (page->next_offset != 0) resp->set_next_page_token(std::to_string(page->next_offset));
+  resp->set_total(page->total);
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerWriteReactor<pb::JobEvent>* AdminService::WatchJob(grpc::CallbackServerContext* ctx,
+                                                               const pb::WatchJobRequest* req) {
+  return new WatchReactor(registry_, req->job_id());
+}
+
+}  // namespace ms_rendezvous::server

@@ -1,0 +1,168 @@
+// ms-rendezvousd: the rendezvous daemon. Serves many jobs at once on one port.
+//
+// Flags use the --name=value or --name value form (dashes, as in the documentation).
+// SIGTERM/SIGINT drain gracefully: waiting members get Unavailable at once, in-flight calls get
+// --shutdown-grace to finish.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "server/server.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: ms-rendezvousd [flags]\n"
+    "  --listen HOST:PORT            address to serve on (default 0.0.0.0:8118; port 0 = any)\n"
+    "  --port-file PATH              write the bound port to PATH once listening\n"
+    "  --default-topo-timeout DUR    topology timeout of jobs whose members send none\n"
+    "                                (MS_TOPO_TIMEOUT unset; default 1800s)\n"
+    "  --finished-job-ttl DUR        how long finished/failed jobs stay visible (default 1h)\n"
+    "  --max-watch-backlog N         events a slow watcher may lag before it is cut (10000)\n"
+    "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
+    "  --help                        this text\n"
+    "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
+    "State is kept in memory in this version: it is lost when the daemon stops.\n";
+
+struct Flags {
+  ms_rendezvous::server::ServerOptions server;
+  std::string port_file;
+  absl::Duration shutdown_grace = absl::Seconds(5);
+};
+
+bool ParseDurationFlag(const std::string& name, const std::string& value, absl::Duration* out,
+                       std::string* error) {
+  if (!absl::ParseDuration(value, out) || *out < absl::ZeroDuration()) {
+    *error = absl::StrCat("--", name, "=\"", value,
+                          "\" is not a valid duration: expected e.g. 30s, 1500ms, 1h (>= 0)");
+    return false;
+  }
+  return true;
+}
+
+bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      std::exit(0);
+    }
+    if (arg.rfind("--", 0) != 0) {
+      *error = absl::StrCat("unexpected argument \"", arg, "\"");
+      return false;
+    }
+    std::string name = arg.substr(2), value;
+    auto eq = name.find('=');
+    if (eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    } else if (i + 1 < argc) {
+      value = argv[++i];
+    } else {
+      *error = absl::StrCat("flag --", name, " needs a value");
+      return false;
+    }
+    if (name == "listen") {
+      flags->server.listen = value;
+    } else if (name == "port-file") {
+      flags->port_file = value;
+    } else if (name == "default-topo-timeout") {
+      if (!ParseDurationFlag(name, value, &flags->server.registry.default_topo_timeout, error)) {
+        return false;
+      }
+      if (flags->server.registry.default_topo_timeout == absl::ZeroDuration()) {
+        *error = "--default-topo-timeout must be > 0";
+        return false;
+      }
+    } else if (name == "finished-job-ttl") {
+      if (!ParseDurationFlag(name, value, &flags->server.registry.finished_job_ttl, error)) {
+        return false;
+      }
+    } else if (name == "shutdown-grace") {
+      if (!ParseDurationFlag(name, value, &flags->shutdown_grace, error)) return false;
+    } else if (name == "max-watch-backlog") {
+      if (!absl::SimpleAtoi(value, &flags->server.registry.max_watch_backlog) ||
+          flags->server.registry.max_watch_backlog == 0) {
+        *error = absl::StrCat("--max-watch-backlog=\"", value, "\" must be an integer >= 1");
+        return false;
+      }
+    } else {
+      *error = absl::StrCat("unknown flag --", name);
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+
+  Flags flags;
+  std::string error;
+  if (!ParseFlags(argc, argv, &flags, &error)) {
+    std::cerr << "ms-rendezvousd: " << error << "\n" << kUsage;
+    return 2;
+  }
+
+  // Block the stop signals before any thread starts so only sigwait() below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = ms_rendezvous::server::RendezvousServer::Start(flags.server);
+  if (!server.ok()) {
+    LOG(ERROR) << server.status().message();
+    std::cerr << "ms-rendezvousd: " << server.status().message() << "\n";
+    return 1;
+  }
+  const auto& reg = flags.server.registry;
+  LOG(INFO) << "ms-rendezvousd settings: listen=" << flags.server.listen
+            << " bound_port=" << (*server)->port()
+            << " default_topo_timeout=" << absl::FormatDuration(reg.default_topo_timeout)
+            << " finished_job_ttl=" << absl::FormatDuration(reg.finished_job_ttl)
+            << " max_watch_backlog=" << reg.max_watch_backlog
+            << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace)
+            << " state=memory (no persistence: jobs are lost when the daemon stops)";
+  if (!flags.port_file.empty()) {
+    // Write then rename, so a reader never sees a half-written port.
+    const std::string tmp = flags.port_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << (*server)->port() << "\n";
+    }
+    if (std::rename(tmp.c_str(), flags.port_file.c_str()) != 0) {
+      LOG(ERROR) << "cannot write --port-file " << flags.port_file << ": " << std::strerror(errno);
+      return 1;
+    }
+  }
+  std::cout << "ms-rendezvousd listening on " << (*server)->address() << std::endl;
+
+  for (;;) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGHUP) {
+      LOG(INFO) << "SIGHUP: this version has no reloadable settings; ignoring";
+      continue;
+    }
+    LOG(INFO) << "signal " << strsignal(sig) << ": draining (waiting members get UNAVAILABLE)";
+    break;
+  }
+  (*server)->Shutdown(flags.shutdown_grace);
+  LOG(INFO) << "ms-rendezvousd stopped";
+  return 0;
+}

@@ -1,0 +1,194 @@
+#include "server/server.h"
+
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "glog/logging.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "server/services.h"
+
+namespace ms_rendezvous::server {
+namespace {
+
+// Splits "HOST:PORT" / "[V6]:PORT"; InvalidArgument naming the flag value otherwise.
+absl::Status ParseListen(const std::string& listen, std::string* host, int* port) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address \"", listen, "\" has no port: expected HOST:PORT, e.g. 0.0.0.0:8118"));
+  }
+  *host = listen.substr(0, colon);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  if (!absl::SimpleAtoi(listen.substr(colon + 1), port) || *port < 0 || *port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("listen address \"", listen,
+                                                   "\" has an invalid port: expected 0..65535"));
+  }
+  if (host->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "listen address \"", listen, "\" has no host: use 0.0.0.0 to listen on every address"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct RendezvousServer::Impl {
+  std::unique_ptr<core::JobRegistry> registry;
+  std::unique_ptr<RendezvousService> rendezvous;
+  std::unique_ptr<AdminService> admin;
+  std::unique_ptr<grpc::Server> server;
+  std::string dial_host;
+  std::thread deadline_thread;
+
+  absl::Mutex mu;
+  bool stopping ABSL_GUARDED_BY(mu) = false;
+  bool stopped ABSL_GUARDED_BY(mu) = false;
+  core::MonoTime wake_at ABSL_GUARDED_BY(mu) = core::MonoTime::max();
+  absl::CondVar cv;
+
+  // Drives the registry's timers: sleeps until the earliest deadline (or until a Join adds an
+  // earlier one), then lets the registry process what is due. One thread for the whole daemon.
+  void DeadlineLoop() {
+    core::Clock* clock = registry->clock();
+    for (;;) {
+      core::MonoTime next = registry->ProcessDeadlines();
+      absl::MutexLock l(&mu);
+      if (stopping) return;
+      if (next < wake_at) wake_at = next;
+      const core::MonoTime now = clock->Now();
+      if (wake_at > now) {
+        // Cap the sleep so a FakeClock driven by tests is noticed too.
+        absl::Duration d = wake_at == core::MonoTime::max()
+                               ? absl::Seconds(1)
+                               : std::min(absl::Seconds(1), core::ToDuration(wake_at - now));
+        cv.WaitWithTimeout(&mu, d);
+      }
+      if (stopping) return;
+      wake_at = core::MonoTime::max();
+    }
+  }
+
+  void Wake(core::MonoTime when) {
+    absl::MutexLock l(&mu);
+    if (when < wake_at) {
+      wake_at = when;
+      cv.Signal();
+    }
+  }
+};
+
+RendezvousServer::RendezvousServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  registry_ = impl_->registry.get();
+}
+
+absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(ServerOptions options) {
+  std::string host;
+  int port = 0;
+  absl::Status st = ParseListen(options.listen, &host, &port);
+  if (!st.ok()) return st;
+
+  auto impl = std::make_unique<Impl>();
+  core::Clock* clock = options.clock != nullptr ? options.clock : core::Clock::Real();
+  impl->registry = std::make_unique<core::JobRegistry>(clock, options.registry);
+  impl->rendezvous = std::make_unique<RendezvousService>(impl->registry.get());
+  impl->admin = std::make_unique<AdminService>(impl->registry.get());
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(impl->rendezvous.get());
+  builder.RegisterService(impl->admin.get());
+  // A waiting Join may sit idle for the whole topology timeout: keepalive pings detect a dead
+  // peer (power loss, blackholed network) so its member is withdrawn instead of blocking the job.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  impl->server = builder.BuildAndStart();
+  if (impl->server == nullptr || bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen on ", options.listen,
+        ": the port is in use or the address is not local (is another ms-rendezvousd running?)"));
+  }
+  impl->dial_host = (host == "0.0.0.0" || host == "::" || host == "*") ? "127.0.0.1" : host;
+  impl->server->GetHealthCheckService()->SetServingStatus(true);
+
+  Impl* raw = impl.get();
+  impl->registry->SetDeadlineObserver([raw](core::MonoTime when) { raw->Wake(when); });
+  impl->deadline_thread = std::thread([raw] { raw->DeadlineLoop(); });
+
+  std::unique_ptr<RendezvousServer> server(new RendezvousServer(std::move(impl)));
+  server->port_ = bound_port;
+  return server;
+}
+
+RendezvousServer::~RendezvousServer() { Shutdown(absl::ZeroDuration()); }
+
+std::string RendezvousServer::address() const {
+  const std::string& h = impl_->dial_host;
+  if (h.find(':') != std::string::npos) return absl::StrCat("[", h, "]:", port_);
+  return absl::StrCat(h, ":", port_);
+}
+
+void RendezvousServer::Shutdown(absl::Duration grace) {
+  {
+    absl::MutexLock l(&impl_->mu);
+    if (impl_->stopping) {
+      while (!impl_->stopped) impl_->cv.Wait(&impl_->mu);
+      return;
+    }
+    impl_->stopping = true;
+    impl_->cv.SignalAll();
+  }
+  impl_->server->GetHealthCheckService()->SetServingStatus(false);
+  // Parked joins and watches end with Unavailable first, so clients retry elsewhere or later
+  // instead of hanging until their deadline.
+  impl_->registry->Shutdown();
+  impl_->server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
+  if (impl_->deadline_thread.joinable()) impl_->deadline_thread.join();
+  absl::MutexLock l(&impl_->mu);
+  impl_->stopped = true;
+  impl_->cv.SignalAll();
+}
+
+void RendezvousServer::Wait() {
+  absl::MutexLock l(&impl_->mu);
+  while (!impl_->stopped) impl_->cv.Wait(&impl_->mu);
+}
+
+absl::StatusOr<core::JobState> RendezvousServer::WaitForJobEnd(const std::string& job_id,
+                                                               absl::Duration timeout) {
+  const absl::Time deadline =
+      timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+  for (;;) {
+    absl::StatusOr<core::JobSummary> job = registry_->GetJob(job_id);
+    if (job.ok() &&
+        (job->state == core::JobState::kFinished || job->state == core::JobState::kFailed)) {
+      return job->state;
+    }
+    absl::MutexLock l(&impl_->mu);
+    if (impl_->stopping) {
+      return absl::UnavailableError("the rendezvous server is shutting down");
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "job '", job_id, "' did not end within ", absl::FormatDuration(timeout),
+          job.ok() ? "" : " (no member of it ever joined)"));
+    }
+    // Polling the summary is cheap and keeps this helper independent of the watch machinery.
+    impl_->cv.WaitWithDeadline(&impl_->mu, std::min(deadline, absl::Now() + absl::Milliseconds(50)));
+  }
+}
+
+}  // namespace ms_rendezvous::server

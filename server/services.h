@@ -1,0 +1,53 @@
+// The two gRPC services of the daemon. Thin: each handler converts proto <-> core and calls the
+// JobRegistry; no rendezvous logic lives here.
+#ifndef MS_RENDEZVOUS_SERVER_SERVICES_H_
+#define MS_RENDEZVOUS_SERVER_SERVICES_H_
+
+#include "core/job_registry.h"
+#include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
+
+namespace ms_rendezvous::server {
+
+// Worker-facing: Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
+class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::CallbackService {
+ public:
+  explicit RendezvousService(core::JobRegistry* registry) : registry_(registry) {}
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx,
+                                 const ::ms::rendezvous::v1::JoinRequest* req,
+                                 ::ms::rendezvous::v1::JoinResponse* resp) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
+                                      const ::ms::rendezvous::v1::HeartbeatRequest* req,
+                                      ::ms::rendezvous::v1::HeartbeatResponse* resp) override;
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* ctx,
+                                  const ::ms::rendezvous::v1::LeaveRequest* req,
+                                  ::ms::rendezvous::v1::LeaveResponse* resp) override;
+
+ private:
+  core::JobRegistry* const registry_;
+};
+
+// Ops-facing, read-only: ListJobs, GetJob, ListMembers (paged), WatchJob (stream).
+class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::CallbackService {
+ public:
+  explicit AdminService(core::JobRegistry* registry) : registry_(registry) {}
+
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const ::ms::rendezvous::v1::ListJobsRequest* req,
+                                     ::ms::rendezvous::v1::ListJobsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJob(grpc::CallbackServerContext* ctx,
+                                   const ::ms::rendezvous::v1::GetJobRequest* req,
+                                   ::ms::rendezvous::v1::GetJobResponse* resp) override;
+  grpc::ServerUnaryReactor* ListMembers(grpc::CallbackServerContext* ctx,
+                                        const ::ms::rendezvous::v1::ListMembersRequest* req,
+                                        ::ms::rendezvous::v1::ListMembersResponse* resp) override;
+  grpc::ServerWriteReactor<::ms::rendezvous::v1::JobEvent>* WatchJob(
+      grpc::CallbackServerContext* ctx, const ::ms::rendezvous::v1::WatchJobRequest* req) override;
+
+ private:
+  core::JobRegistry* const registry_;
+};
+
+}  // namespace ms_rendezvous::server
+
+#endif  // MS_RENDEZVOUS_SERVER_SERVICES_H_
