@@ -1,0 +1,192 @@
+#include "tools/bench/local_daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "glog/logging.h"
+
+extern char** environ;
+
+namespace ms_rendezvous::bench {
+namespace {
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+// How a waited-for child ended, for messages.
+std::string DescribeExit(int wstatus) {
+  if (WIFEXITED(wstatus)) return absl::StrCat("exited with status ", WEXITSTATUS(wstatus));
+  if (WIFSIGNALED(wstatus)) return absl::StrCat("was killed by signal ", WTERMSIG(wstatus));
+  return "ended";
+}
+
+}  // namespace
+
+absl::StatusOr<ProcStats> ReadProcStats(pid_t pid) {
+  ProcStats stats;
+  absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+  if (!stat.ok()) return absl::NotFoundError(absl::StrCat("no process ", pid, " on this host"));
+  // The command name (field 2) may contain spaces and parentheses: fields resume after the last
+  // ')'. utime and stime are fields 14 and 15, i.e. the 12th and 13th after it.
+  size_t close = stat->rfind(')');
+  if (close == std::string::npos) return absl::InternalError("malformed /proc/PID/stat");
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(absl::string_view(*stat).substr(close + 2), ' ', absl::SkipEmpty());
+  int64_t utime = 0, stime = 0;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return absl::InternalError("malformed /proc/PID/stat");
+  }
+  stats.cpu_s = static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+
+  absl::StatusOr<std::string> status = ReadFile(absl::StrCat("/proc/", pid, "/status"));
+  if (!status.ok()) return absl::NotFoundError(absl::StrCat("no process ", pid, " on this host"));
+  for (absl::string_view line : absl::StrSplit(*status, '\n')) {
+    int64_t* target = nullptr;
+    if (absl::ConsumePrefix(&line, "VmRSS:")) target = &stats.rss_kib;
+    if (absl::ConsumePrefix(&line, "VmHWM:")) target = &stats.peak_kib;
+    if (target == nullptr) continue;
+    line = absl::StripAsciiWhitespace(line);
+    absl::ConsumeSuffix(&line, " kB");
+    if (!absl::SimpleAtoi(line, target)) return absl::InternalError("malformed /proc/PID/status");
+  }
+  return stats;
+}
+
+absl::StatusOr<std::string> SelfDir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return absl::InternalError(absl::StrCat("readlink /proc/self/exe: ", strerror(errno)));
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
+    const std::string& binary, const std::vector<std::string>& extra, absl::Duration timeout) {
+  if (access(binary.c_str(), X_OK) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        "daemon binary ", binary, " is missing or not executable; build ms-rendezvousd or pass "
+        "--server HOST:PORT of a running daemon"));
+  }
+  std::unique_ptr<LocalDaemon> daemon(new LocalDaemon());
+  char dir_template[] = "/tmp/ms-rendezvous-bench.XXXXXX";
+  if (mkdtemp(dir_template) == nullptr) {
+    return absl::InternalError(absl::StrCat("mkdtemp: ", strerror(errno)));
+  }
+  daemon->dir_ = dir_template;
+  daemon->log_path_ = daemon->dir_ + "/daemon.log";
+  // The port file does not exist yet: the daemon creates it once listening, so "exists and holds a
+  // number" means "ready".
+  std::string port_file = daemon->dir_ + "/port";
+
+  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--port-file", port_file};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, daemon->log_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  int rc = posix_spawn(&daemon->pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    daemon->pid_ = -1;
+    return absl::InternalError(absl::StrCat("spawning ", binary, ": ", strerror(rc)));
+  }
+
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    int wstatus = 0;
+    if (waitpid(daemon->pid_, &wstatus, WNOHANG) == daemon->pid_) {
+      daemon->pid_ = -1;
+      daemon->KeepLogs();
+      return absl::UnavailableError(absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus),
+                                                 " before listening; its log (",
+                                                 daemon->log_path_, ") ends with:\n",
+                                                 daemon->LogTail()));
+    }
+    absl::StatusOr<std::string> text = ReadFile(port_file);
+    int port = 0;
+    if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) && port > 0) {
+      daemon->address_ = absl::StrCat("127.0.0.1:", port);
+      return daemon;
+    }
+    if (absl::Now() > deadline) {
+      daemon->KeepLogs();
+      return absl::UnavailableError(absl::StrCat(
+          "ms-rendezvousd did not write its port to ", port_file, " within ",
+          absl::FormatDuration(timeout), "; its log (", daemon->log_path_, ") ends with:\n",
+          daemon->LogTail()));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
+std::string LocalDaemon::LogTail(size_t max_bytes) const {
+  absl::StatusOr<std::string> log = ReadFile(log_path_);
+  if (!log.ok()) return "(no log)";
+  if (log->size() > max_bytes) return "..." + log->substr(log->size() - max_bytes);
+  return *log;
+}
+
+absl::Status LocalDaemon::Stop(absl::Duration grace) {
+  if (pid_ <= 0) return absl::OkStatus();
+  pid_t pid = pid_;
+  pid_ = -1;
+  kill(pid, SIGTERM);
+  absl::Time deadline = absl::Now() + grace;
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, WNOHANG) == 0) {
+    if (absl::Now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &wstatus, 0);
+      keep_logs_ = true;
+      return absl::InternalError(absl::StrCat("ms-rendezvousd did not stop within ",
+                                              absl::FormatDuration(grace),
+                                              " of SIGTERM and was killed; log: ", log_path_));
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
+    keep_logs_ = true;
+    return absl::InternalError(absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus),
+                                            " on SIGTERM; log: ", log_path_));
+  }
+  return absl::OkStatus();
+}
+
+LocalDaemon::~LocalDaemon() {
+  if (absl::Status s = Stop(); !s.ok()) LOG(WARNING) << s.message();
+  if (!dir_.empty() && !keep_logs_) {
+    unlink(log_path_.c_str());
+    unlink((dir_ + "/port").c_str());
+    rmdir(dir_.c_str());
+  } else if (!dir_.empty()) {
+    LOG(WARNING) << "kept the daemon's log in " << log_path_;
+  }
+}
+
+}  // namespace ms_rendezvous::bench

@@ -1,0 +1,73 @@
+// A throw-away ms-rendezvousd for one benchmark run, and /proc readings of a daemon's cost.
+//
+// The bench measures the daemon as a separate process (as it runs in production), so it spawns
+// the binary rather than linking the server library: the CPU and RSS it reports are the daemon's
+// alone, not mixed with the load generator's.
+#ifndef MS_RENDEZVOUS_TOOLS_BENCH_LOCAL_DAEMON_H_
+#define MS_RENDEZVOUS_TOOLS_BENCH_LOCAL_DAEMON_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace ms_rendezvous::bench {
+
+// CPU and memory of one process, from /proc/PID/stat and /proc/PID/status.
+struct ProcStats {
+  double cpu_s = 0;      // utime + stime
+  int64_t rss_kib = 0;   // VmRSS
+  int64_t peak_kib = 0;  // VmHWM (peak RSS)
+};
+
+// Errors: NotFound when the process does not exist (or is not on this host), Internal when
+// /proc has an unexpected format.
+absl::StatusOr<ProcStats> ReadProcStats(pid_t pid);
+
+// Directory of the running executable (/proc/self/exe), where build/bin puts ms-rendezvousd.
+absl::StatusOr<std::string> SelfDir();
+
+class LocalDaemon {
+ public:
+  // Spawns `binary --listen 127.0.0.1:0 --port-file <tmp> [extra_args]`, its output going to a log
+  // file in a fresh temporary directory, and waits up to `timeout` for the port file.
+  // Errors: NotFound when the binary is missing, Unavailable when the daemon exits early or does not
+  // write its port in time (the message quotes the end of its log).
+  static absl::StatusOr<std::unique_ptr<LocalDaemon>> Start(const std::string& binary,
+                                                           const std::vector<std::string>& extra,
+                                                           absl::Duration timeout);
+
+  // Stop() if still running; removes the temporary directory unless KeepLogs() was called.
+  ~LocalDaemon();
+
+  pid_t pid() const { return pid_; }
+  // "127.0.0.1:PORT".
+  const std::string& address() const { return address_; }
+  const std::string& log_path() const { return log_path_; }
+  // The last `max_bytes` of the daemon's log, for error messages.
+  std::string LogTail(size_t max_bytes = 2000) const;
+  // Keep the temporary directory (and its log) after the run, e.g. when the run failed.
+  void KeepLogs() { keep_logs_ = true; }
+
+  // SIGTERM (graceful), SIGKILL after `grace`. Errors: Internal when the daemon did not exit
+  // cleanly (non-zero status or killed), naming how it ended.
+  absl::Status Stop(absl::Duration grace = absl::Seconds(10));
+
+ private:
+  LocalDaemon() = default;
+
+  pid_t pid_ = -1;
+  std::string dir_;
+  std::string address_;
+  std::string log_path_;
+  bool keep_logs_ = false;
+};
+
+}  // namespace ms_rendezvous::bench
+
+#endif  // MS_RENDEZVOUS_TOOLS_BENCH_LOCAL_DAEMON_H_

@@ -1,0 +1,312 @@
+// ms-rendezvousctl: inspect a running ms-rendezvousd over gRPC (RendezvousAdmin + Health).
+//
+//   ms-rendezvousctl [--server HOST:PORT] [--json] [--timeout-s S] COMMAND [ARGS]
+//
+// Exit codes: 0 success, 1 RPC error (printed as "ms-rendezvousctl: CODE: message") or, for
+// `health`, a daemon that is not SERVING; 2 usage error.
+//
+// The tool is single-threaded and uses the synchronous stubs: it issues a handful of calls and
+// then exits, so the callback API would add complexity without saving anything.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "core/status_util.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
+#include "tools/common/grpc_status.h"
+#include "tools/common/json.h"
+#include "tools/common/server_address.h"
+#include "tools/ctl/render.h"
+
+namespace ms_rendezvous::ctl {
+namespace {
+
+namespace health = ::grpc::health::v1;
+
+constexpr char kUsage[] =
+    "usage: ms-rendezvousctl [--server HOST:PORT] [--json] [--timeout-s S] COMMAND\n"
+    "\n"
+    "commands:\n"
+    "  jobs          list the jobs the daemon knows\n"
+    "  job ID        one job: state, expected vs joined per role, missing ranks, hosts, members\n"
+    "  members ID    every member of a job (paged from the daemon)\n"
+    "  watch ID      stream a job's events, one line each, until the stream ends\n"
+    "  health        daemon serving status (exit 0 when SERVING, 1 otherwise)\n"
+    "\n"
+    "options:\n"
+    "  --server HOST:PORT  daemon address (default: $MS_SCHED_HOST:$MS_SCHED_PORT, else\n"
+    "                      127.0.0.1:8118)\n"
+    "  --json              print one JSON document (watch: one JSON object per line)\n"
+    "  --timeout-s S       deadline of each unary call in seconds (default 10)\n";
+
+struct Options {
+  std::string server;
+  bool json = false;
+  double timeout_s = 10;
+  std::vector<std::string> args;  // command and its operands
+};
+
+// Parses the command line; flags may appear before or after the command ("ctl health --json").
+// Every error is a usage error (printed with the usage text, exit 2).
+absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
+  Options options;
+  bool server_set = false;
+  bool only_operands = false;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (only_operands || arg.empty() || arg[0] != '-' || arg == "-") {
+      options.args.emplace_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_operands = true;
+      continue;
+    }
+    if (arg == "-h" || arg == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (arg == "--json") {
+      options.json = true;
+      continue;
+    }
+    // --name VALUE or --name=VALUE
+    std::string name(arg), value;
+    bool has_value = false;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = std::string(arg.substr(0, eq));
+      value = std::string(arg.substr(eq + 1));
+      has_value = true;
+    }
+    if (name != "--server" && name != "--timeout-s") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown option ", arg));
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " needs a value"));
+      }
+      value = argv[++i];
+    }
+    if (name == "--server") {
+      if (value.empty()) {
+        return absl::InvalidArgumentError("--server needs HOST:PORT");
+      }
+      options.server = value;
+      server_set = true;
+    } else if (!absl::SimpleAtod(value, &options.timeout_s) || !(options.timeout_s > 0)) {
+      return absl::InvalidArgumentError(absl::StrCat("--timeout-s \"", value, "\" is not a positive number"));
+    }
+  }
+  if (!server_set) {
+    absl::StatusOr<std::string> server = tools::ServerFromEnv();
+    if (!server.ok()) return server.status();
+    options.server = *server;
+  }
+  return options;
+}
+
+class Ctl {
+ public:
+  explicit Ctl(const Options& options)
+      : options_(options),
+        channel_(grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials())),
+        admin_(v1::RendezvousAdmin::NewStub(channel_)),
+        health_(health::Health::NewStub(channel_)) {}
+
+  // Each returns the exit code, or an RPC error (exit 1).
+  absl::StatusOr<int> Jobs() {
+    google::protobuf::RepeatedPtrField<v1::JobSummary> jobs;
+    v1::ListJobsRequest request;
+    request.set_page_size(1000);
+    do {
+      v1::ListJobsResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      RETURN_IF_ERROR(tools::FromGrpc(admin_->ListJobs(&ctx, request, &response)));
+      jobs.MergeFrom(response.jobs());
+      request.set_page_token(response.next_page_token());
+    } while (!request.page_token().empty());
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("jobs").BeginArray();
+      for (const auto& job : jobs) WriteJobSummary(job, w);
+      w.EndArray().EndObject();
+      PrintLine(w.str());
+    } else {
+      std::fputs(RenderJobsTable(jobs).c_str(), stdout);
+    }
+    return 0;
+  }
+
+  absl::StatusOr<int> Job(const std::string& job_id) {
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    // A page of members is enough to eyeball a job; `members ID` lists them all.
+    request.set_max_members(kJobMembersShown);
+    v1::GetJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    RETURN_IF_ERROR(tools::FromGrpc(admin_->GetJob(&ctx, request, &response)));
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("job");
+      WriteJobSummary(response.job(), w);
+      w.Key("members").BeginArray();
+      for (const auto& m : response.members()) WriteMember(m, w);
+      w.EndArray();
+      w.Key("more_members").Bool(!response.next_page_token().empty());
+      w.EndObject();
+      PrintLine(w.str());
+    } else {
+      std::fputs(RenderJob(response).c_str(), stdout);
+    }
+    return 0;
+  }
+
+  absl::StatusOr<int> Members(const std::string& job_id) {
+    google::protobuf::RepeatedPtrField<v1::MemberInfo> members;
+    v1::ListMembersRequest request;
+    request.set_job_id(job_id);
+    request.set_page_size(kMembersPageSize);
+    do {
+      v1::ListMembersResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      RETURN_IF_ERROR(tools::FromGrpc(admin_->ListMembers(&ctx, request, &response)));
+      if (members.empty()) members.Reserve(static_cast<int>(response.total()));
+      // Swap the elements over instead of copying them: a 100k-member job is 100 pages.
+      for (auto& m : *response.mutable_members()) members.Add()->Swap(&m);
+      request.set_page_token(response.next_page_token());
+    } while (!request.page_token().empty());
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("job_id").String(job_id).Key("members").BeginArray();
+      for (const auto& m : members) WriteMember(m, w);
+      w.EndArray().EndObject();
+      PrintLine(w.str());
+    } else if (members.empty()) {
+      std::fputs("no members\n", stdout);
+    } else {
+      std::fputs(RenderMembersTable(members).c_str(), stdout);
+    }
+    return 0;
+  }
+
+  // Streams until the daemon ends the stream. No deadline: watching is open-ended by design.
+  absl::StatusOr<int> Watch(const std::string& job_id) {
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = admin_->WatchJob(&ctx, request);
+    v1::JobEvent event;
+    while (reader->Read(&event)) {
+      if (options_.json) {
+        tools::JsonWriter w;
+        WriteEvent(event, w);
+        PrintLine(w.str());
+      } else {
+        PrintLine(RenderEventLine(event));
+      }
+      // Line by line even into a pipe: watch output is consumed while it happens.
+      std::fflush(stdout);
+    }
+    RETURN_IF_ERROR(tools::FromGrpc(reader->Finish()));
+    return 0;
+  }
+
+  absl::StatusOr<int> Health() {
+    health::HealthCheckRequest request;  // service "": the daemon as a whole
+    health::HealthCheckResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    RETURN_IF_ERROR(tools::FromGrpc(health_->Check(&ctx, request, &response)));
+    const std::string& status = health::HealthCheckResponse::ServingStatus_Name(response.status());
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("status").String(status).EndObject();
+      PrintLine(w.str());
+    } else {
+      PrintLine(absl::StrCat("status: ", status));
+    }
+    return response.status() == health::HealthCheckResponse::SERVING ? 0 : 1;
+  }
+
+ private:
+  static constexpr uint32_t kJobMembersShown = 20;
+  static constexpr uint32_t kMembersPageSize = 1000;
+
+  void SetDeadline(grpc::ClientContext& ctx) const {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(options_.timeout_s * 1e6)));
+  }
+  static void PrintLine(const std::string& line) {
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fputc('\n', stdout);
+  }
+
+  const Options& options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::RendezvousAdmin::Stub> admin_;
+  std::unique_ptr<health::Health::Stub> health_;
+};
+
+int Usage(const std::string& message) {
+  std::fprintf(stderr, "ms-rendezvousctl: %s\n%s", message.c_str(), kUsage);
+  return 2;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Options> options = ParseArgs(argc, argv);
+  if (!options.ok()) return Usage(std::string(options.status().message()));
+  if (options->args.empty()) return Usage("missing COMMAND");
+  const std::string& command = options->args[0];
+  size_t operands = options->args.size() - 1;
+  bool takes_job = command == "job" || command == "members" || command == "watch";
+  if (takes_job) {
+    if (operands != 1) return Usage(absl::StrCat(command, " takes exactly one job ID"));
+  } else if (command == "jobs" || command == "health") {
+    if (operands != 0) return Usage(absl::StrCat(command, " takes no arguments"));
+  } else {
+    return Usage(absl::StrCat("unknown command \"", command, "\""));
+  }
+
+  Ctl ctl(*options);
+  absl::StatusOr<int> result;
+  if (command == "jobs") {
+    result = ctl.Jobs();
+  } else if (command == "job") {
+    result = ctl.Job(options->args[1]);
+  } else if (command == "members") {
+    result = ctl.Members(options->args[1]);
+  } else if (command == "watch") {
+    result = ctl.Watch(options->args[1]);
+  } else {
+    result = ctl.Health();
+  }
+  std::fflush(stdout);
+  if (!result.ok()) {
+    std::fprintf(stderr, "ms-rendezvousctl: %s\n", tools::FormatStatus(result.status()).c_str());
+    return 1;
+  }
+  return *result;
+}
+
+}  // namespace
+}  // namespace ms_rendezvous::ctl
+
+int main(int argc, char** argv) { return ms_rendezvous::ctl::Main(argc, argv); }
