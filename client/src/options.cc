@@ -1,0 +1,376 @@
+#include "ms_rendezvous/options.h"
+
+#include <arpa/inet.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "absl/random/random.h"
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace ms_rendezvous {
+namespace {
+
+// Limits shared with the wire contract (rendezvous.proto).
+constexpr int64_t kMaxMembers = 1000000;
+constexpr size_t kMaxIdLength = 128;
+// Topology timeouts above ~31 years are certainly typos; the bound also keeps ms in int64.
+constexpr int64_t kMaxTopoTimeoutS = 1000000000;
+constexpr double kMinIntervalS = 0.01;
+constexpr double kMaxIntervalS = 3600;
+// MindSpore: heartbeat every 0.5 s up to this many workers, a random 3..5 s above.
+constexpr uint32_t kSmallJobWorkers = 128;
+
+// Error for a set-but-invalid variable: NAME="value" <problem>: expected <allowed>.
+absl::Status Invalid(absl::string_view name, absl::string_view value, absl::string_view problem,
+                     absl::string_view allowed) {
+  return absl::InvalidArgumentError(absl::StrCat(name, "=\"", absl::CHexEscape(value), "\" ",
+                                                 problem, ": expected ", allowed));
+}
+
+// The variable's value, with surrounding white space removed; nullopt when unset or empty.
+std::optional<std::string> Get(const EnvLookup& env, const std::string& name) {
+  std::optional<std::string> value = env(name);
+  if (!value.has_value()) return std::nullopt;
+  std::string stripped(absl::StripAsciiWhitespace(*value));
+  if (stripped.empty()) return std::nullopt;
+  return stripped;
+}
+
+// Parses a decimal integer in [lo, hi]; false on any other input.
+bool ParseIntIn(absl::string_view text, int64_t lo, int64_t hi, int64_t* out) {
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(text, &v) || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+bool IsIpLiteral(const std::string& text) {
+  unsigned char buf[16];
+  return inet_pton(AF_INET, text.c_str(), buf) == 1 || inet_pton(AF_INET6, text.c_str(), buf) == 1;
+}
+
+// RFC 1123 host name: labels of [A-Za-z0-9-] separated by dots, at most 253 characters.
+bool IsHostName(absl::string_view text) {
+  if (text.empty() || text.size() > 253) return false;
+  size_t label = 0;
+  for (char c : text) {
+    if (c == '.') {
+      if (label == 0) return false;
+      label = 0;
+      continue;
+    }
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') return false;
+    if (++label > 63) return false;
+  }
+  return label > 0 || text.back() == '.';
+}
+
+bool IsJobId(absl::string_view text) {
+  if (text.empty() || text.size() > kMaxIdLength) return false;
+  for (char c : text) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != ':' &&
+        c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool IsNodeId(absl::string_view text) {
+  if (text.empty() || text.size() > kMaxIdLength) return false;
+  for (char c : text) {
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+absl::Status ParseRole(const EnvLookup& env, ClientOptions& o) {
+  std::optional<std::string> v = Get(env, "MS_ROLE");
+  if (!v) {
+    return absl::InvalidArgumentError(
+        "MS_ROLE is not set: set it to MS_SCHED (the scheduler), MS_WORKER or MS_PSERVER");
+  }
+  if (*v == "MS_SCHED") {
+    o.role = Role::kScheduler;
+  } else if (*v == "MS_WORKER") {
+    o.role = Role::kWorker;
+  } else if (*v == "MS_PSERVER" || *v == "MS_SERVER") {
+    o.role = Role::kPServer;
+  } else {
+    return Invalid("MS_ROLE", *v, "is not a valid role",
+                   "MS_SCHED, MS_WORKER or MS_PSERVER (MS_SERVER is an alias of MS_PSERVER)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseSched(const EnvLookup& env, ClientOptions& o) {
+  if (std::optional<std::string> v = Get(env, "MS_SCHED_HOST")) {
+    // Brackets are tolerated around an IPv6 literal ("[fd00::1]") and stored without them.
+    std::string host = *v;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+      host = host.substr(1, host.size() - 2);
+    }
+    if (!IsIpLiteral(host) && !IsHostName(host)) {
+      return Invalid("MS_SCHED_HOST", *v, "is not a valid scheduler address",
+                     "an IPv4 address, an IPv6 address or a host name (letters, digits, '-', '.')");
+    }
+    o.sched_host = host;
+  } else if (o.role != Role::kScheduler) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MS_SCHED_HOST is not set: MS_ROLE=", RoleName(o.role),
+        " needs the scheduler's address (IPv4, IPv6 or host name reachable from every process "
+        "of the job), e.g. MS_SCHED_HOST=10.0.0.1"));
+  }
+  if (std::optional<std::string> v = Get(env, "MS_SCHED_PORT")) {
+    int64_t port = 0;
+    if (!ParseIntIn(*v, 1, 65535, &port)) {
+      return Invalid("MS_SCHED_PORT", *v, "is not a valid port", "an integer in 1..65535");
+    }
+    o.sched_port = static_cast<int>(port);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseCounts(const EnvLookup& env, ClientOptions& o) {
+  if (std::optional<std::string> v = Get(env, "MS_WORKER_NUM")) {
+    int64_t n = 0;
+    if (!ParseIntIn(*v, 1, kMaxMembers, &n)) {
+      return Invalid("MS_WORKER_NUM", *v, "is not a valid worker count",
+                     absl::StrCat("an integer in 1..", kMaxMembers));
+    }
+    o.worker_num = static_cast<uint32_t>(n);
+  } else if (o.role != Role::kScheduler) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MS_WORKER_NUM is not set: MS_ROLE=", RoleName(o.role),
+        " needs the total number of workers of the job (the same value in every process), "
+        "e.g. MS_WORKER_NUM=8"));
+  }
+  if (std::optional<std::string> v = Get(env, "MS_SERVER_NUM")) {
+    int64_t n = 0;
+    if (!ParseIntIn(*v, 0, kMaxMembers, &n)) {
+      return Invalid("MS_SERVER_NUM", *v, "is not a valid parameter server count",
+                     absl::StrCat("an integer in 0..", kMaxMembers));
+    }
+    o.server_num = static_cast<uint32_t>(n);
+    if (o.role == Role::kPServer && n == 0) {
+      return Invalid("MS_SERVER_NUM", *v, "contradicts MS_ROLE=MS_PSERVER",
+                     "at least 1 parameter server when MS_ROLE=MS_PSERVER");
+    }
+  } else if (o.role == Role::kPServer) {
+    return absl::InvalidArgumentError(
+        "MS_SERVER_NUM is not set: MS_ROLE=MS_PSERVER needs the number of parameter servers of "
+        "the job (the same value in every process), e.g. MS_SERVER_NUM=2");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseIdentity(const EnvLookup& env, ClientOptions& o) {
+  if (std::optional<std::string> v = Get(env, "MS_NODE_ID")) {
+    if (!IsNodeId(*v)) {
+      return Invalid("MS_NODE_ID", *v, "is not a valid node id",
+                     "1..128 printable ASCII characters (a decimal number is the rank)");
+    }
+    o.node_id = *v;
+  }
+  if (std::optional<std::string> v = Get(env, "MS_WORKER_IP")) {
+    if (!IsIpLiteral(*v)) {
+      return Invalid("MS_WORKER_IP", *v, "is not a valid IP address",
+                     "an IPv4 or IPv6 literal such as 10.0.0.5 or fd00::5 (not a host name)");
+    }
+    o.worker_ip = *v;
+  }
+  if (std::optional<std::string> v = Get(env, "DEVICE_ID")) {
+    int64_t id = 0;
+    if (!ParseIntIn(*v, 0, INT32_MAX, &id)) {
+      return Invalid("DEVICE_ID", *v, "is not a valid device id",
+                     absl::StrCat("an integer in 0..", INT32_MAX));
+    }
+    o.device_id = static_cast<int32_t>(id);
+  }
+  if (std::optional<std::string> v = Get(env, "MS_JOB_ID")) {
+    if (!IsJobId(*v)) {
+      return Invalid("MS_JOB_ID", *v, "is not a valid job id",
+                     "1..128 characters of [A-Za-z0-9._:-]");
+    }
+    o.job_id = *v;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseTopoTimeout(const EnvLookup& env, ClientOptions& o) {
+  std::optional<std::string> v = Get(env, "MS_TOPO_TIMEOUT");
+  if (!v) return absl::OkStatus();
+  int64_t s = 0;
+  // 0 is rejected: on the wire it would mean "the daemon's default", which is never what a
+  // user who wrote 0 meant.
+  if (!absl::SimpleAtoi(*v, &s) || s == 0 || s > kMaxTopoTimeoutS) {
+    return Invalid("MS_TOPO_TIMEOUT", *v, "is not a valid topology timeout",
+                   absl::StrCat("an integer number of seconds in 1..", kMaxTopoTimeoutS,
+                                ", or a negative number to wait forever"));
+  }
+  o.topo_timeout = s < 0 ? absl::InfiniteDuration() : absl::Seconds(s);
+  return absl::OkStatus();
+}
+
+absl::Status ParseInterval(const EnvLookup& env, const std::string& name,
+                           std::optional<double>* out) {
+  std::optional<std::string> v = Get(env, name);
+  if (!v) return absl::OkStatus();
+  double s = 0;
+  if (!absl::SimpleAtod(*v, &s) || !std::isfinite(s) || s < kMinIntervalS || s > kMaxIntervalS) {
+    return Invalid(name, *v, "is not a valid heartbeat interval",
+                   absl::StrFormat("a number of seconds in %g..%g", kMinIntervalS, kMaxIntervalS));
+  }
+  *out = s;
+  return absl::OkStatus();
+}
+
+absl::Status ParseHeartbeat(const EnvLookup& env, ClientOptions& o) {
+  std::optional<double> lower, upper;
+  if (absl::Status s = ParseInterval(env, "MS_RETRY_INTERVAL_LOWER", &lower); !s.ok()) return s;
+  if (absl::Status s = ParseInterval(env, "MS_RETRY_INTERVAL_UPPER", &upper); !s.ok()) return s;
+  double def_lower = 0.5, def_upper = 0.5;
+  if (o.worker_num > kSmallJobWorkers) {
+    // MindSpore picks one random interval in 3..5 s per process; drawing the bounds per beat
+    // (lower=3, upper=5) spreads the load the same way.
+    def_lower = 3;
+    def_upper = 5;
+  }
+  if (lower && upper && *lower > *upper) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MS_RETRY_INTERVAL_LOWER=\"", *Get(env, "MS_RETRY_INTERVAL_LOWER"),
+        "\" is greater than MS_RETRY_INTERVAL_UPPER=\"", *Get(env, "MS_RETRY_INTERVAL_UPPER"),
+        "\": expected LOWER <= UPPER (seconds)"));
+  }
+  // Only one bound given: the other follows the default but never crosses it.
+  double lo = lower ? *lower : (upper ? std::min(def_lower, *upper) : def_lower);
+  double hi = upper ? *upper : (lower ? std::max(def_upper, *lower) : def_upper);
+  o.heartbeat_interval_lower = absl::Seconds(lo);
+  o.heartbeat_interval_upper = absl::Seconds(hi);
+
+  if (std::optional<std::string> v = Get(env, "MS_DISABLE_HEARTBEAT")) {
+    std::string flag = absl::AsciiStrToLower(*v);
+    if (flag == "1" || flag == "true") {
+      o.heartbeat_enabled = false;
+    } else if (flag == "0" || flag == "false") {
+      o.heartbeat_enabled = true;
+    } else {
+      return Invalid("MS_DISABLE_HEARTBEAT", *v, "is not a valid switch",
+                     "1 (disable heartbeats) or 0 (keep them)");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kScheduler:
+      return "MS_SCHED";
+    case Role::kWorker:
+      return "MS_WORKER";
+    case Role::kPServer:
+      return "MS_PSERVER";
+  }
+  return "MS_UNKNOWN";
+}
+
+EnvLookup ProcessEnv() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (v == nullptr) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+absl::StatusOr<ClientOptions> ParseClientOptions(const EnvLookup& env) {
+  ClientOptions o;
+  // Order matters: later checks depend on the role and the worker count.
+  for (auto* step : {&ParseRole, &ParseSched, &ParseCounts, &ParseIdentity, &ParseTopoTimeout,
+                     &ParseHeartbeat}) {
+    if (absl::Status s = step(env, o); !s.ok()) return s;
+  }
+  return o;
+}
+
+absl::Status ValidateClientOptions(const ClientOptions& o) {
+  auto bad = [](absl::string_view field, absl::string_view value, absl::string_view allowed) {
+    return absl::InvalidArgumentError(absl::StrCat("ClientOptions.", field, "=\"",
+                                                   absl::CHexEscape(value),
+                                                   "\" is invalid: expected ", allowed));
+  };
+  if (o.role != Role::kScheduler) {
+    if (o.sched_host.empty()) return bad("sched_host", "", "the scheduler's address");
+    if (o.worker_num == 0) return bad("worker_num", "0", "1..1000000 for workers and servers");
+  }
+  if (o.role == Role::kPServer && o.server_num == 0) {
+    return bad("server_num", "0", "at least 1 for role MS_PSERVER");
+  }
+  if (!o.sched_host.empty() && !IsIpLiteral(o.sched_host) && !IsHostName(o.sched_host)) {
+    return bad("sched_host", o.sched_host, "an IPv4/IPv6 literal (no brackets) or a host name");
+  }
+  if (o.sched_port < 1 || o.sched_port > 65535) {
+    return bad("sched_port", absl::StrCat(o.sched_port), "an integer in 1..65535");
+  }
+  if (o.worker_num > kMaxMembers) {
+    return bad("worker_num", absl::StrCat(o.worker_num), "1..1000000");
+  }
+  if (o.server_num > kMaxMembers) {
+    return bad("server_num", absl::StrCat(o.server_num), "0..1000000");
+  }
+  if (!o.node_id.empty() && !IsNodeId(o.node_id)) {
+    return bad("node_id", o.node_id, "1..128 printable ASCII characters");
+  }
+  if (!o.worker_ip.empty() && !IsIpLiteral(o.worker_ip)) {
+    return bad("worker_ip", o.worker_ip, "an IPv4 or IPv6 literal");
+  }
+  if (o.device_id < -1) {
+    return bad("device_id", absl::StrCat(o.device_id), "-1 (unset) or 0..2147483647");
+  }
+  if (!IsJobId(o.job_id)) return bad("job_id", o.job_id, "1..128 characters of [A-Za-z0-9._:-]");
+  if (o.topo_timeout <= absl::ZeroDuration() ||
+      (o.topo_timeout != absl::InfiniteDuration() &&
+       o.topo_timeout > absl::Seconds(kMaxTopoTimeoutS))) {
+    return bad("topo_timeout", absl::FormatDuration(o.topo_timeout),
+               "a positive duration, or absl::InfiniteDuration() to wait forever");
+  }
+  const absl::Duration lo = o.heartbeat_interval_lower, hi = o.heartbeat_interval_upper;
+  if (lo < absl::Seconds(kMinIntervalS) || hi > absl::Seconds(kMaxIntervalS) || lo > hi) {
+    return bad("heartbeat_interval_lower..upper",
+               absl::StrCat(absl::FormatDuration(lo), "..", absl::FormatDuration(hi)),
+               "10ms <= lower <= upper <= 1h");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ClientOptions> ClientOptionsFromEnv() { return ParseClientOptions(ProcessEnv()); }
+
+std::string GenerateNodeId() {
+  absl::BitGen gen;  // seeded from OS entropy
+  uint8_t b[16];
+  for (uint8_t& byte : b) byte = absl::Uniform<uint8_t>(gen);
+  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+  b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
+  std::string hex = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(b), sizeof(b)));
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
+                      hex.substr(16, 4), "-", hex.substr(20, 12));
+}
+
+std::string SchedulerTarget(const ClientOptions& options) {
+  const std::string& host = options.sched_host.empty() ? "127.0.0.1" : options.sched_host;
+  if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", options.sched_port);
+  return absl::StrCat(host, ":", options.sched_port);
+}
+
+}  // namespace ms_rendezvous

@@ -1,0 +1,89 @@
+// A tiny JSON object writer for the probe's one-line outputs (no JSON library is a dependency).
+#ifndef MS_RENDEZVOUS_TOOLS_PROBE_JSON_H_
+#define MS_RENDEZVOUS_TOOLS_PROBE_JSON_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
+
+namespace ms_rendezvous::probe {
+
+// `text` as a JSON string literal, quotes included. Bytes >= 0x80 pass through unchanged (the
+// input is expected to be UTF-8); control characters are escaped.
+inline std::string JsonString(absl::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  out.push_back('"');
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
+        } else {
+          out.push_back(c);
+        }
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+// Builds one flat JSON object in insertion order: {"a":1,"b":"x"}.
+class JsonObject {
+ public:
+  JsonObject& Add(absl::string_view key, absl::string_view value) {
+    return Raw(key, JsonString(value));
+  }
+  JsonObject& Add(absl::string_view key, const char* value) {
+    return Raw(key, JsonString(value));
+  }
+  JsonObject& Add(absl::string_view key, const std::string& value) {
+    return Raw(key, JsonString(value));
+  }
+  JsonObject& Add(absl::string_view key, uint64_t value) { return Raw(key, absl::StrCat(value)); }
+  JsonObject& Add(absl::string_view key, uint32_t value) { return Raw(key, absl::StrCat(value)); }
+  JsonObject& Add(absl::string_view key, int64_t value) { return Raw(key, absl::StrCat(value)); }
+  JsonObject& Add(absl::string_view key, int32_t value) { return Raw(key, absl::StrCat(value)); }
+  JsonObject& Add(absl::string_view key, bool value) {
+    return Raw(key, value ? "true" : "false");
+  }
+  JsonObject& AddNull(absl::string_view key) { return Raw(key, "null"); }
+
+  std::string str() const { return absl::StrCat("{", body_, "}"); }
+
+ private:
+  JsonObject& Raw(absl::string_view key, absl::string_view json) {
+    if (!body_.empty()) body_.push_back(',');
+    absl::StrAppend(&body_, JsonString(key), ":", json);
+    return *this;
+  }
+  std::string body_;
+};
+
+}  // namespace ms_rendezvous::probe
+
+#endif  // MS_RENDEZVOUS_TOOLS_PROBE_JSON_H_

@@ -1,0 +1,290 @@
+// ms-rendezvous-probe: joins the job described by the MindSpore environment and prints where this
+// process landed, as one JSON line on stdout:
+//
+//   {"job_id":..,"role":"MS_WORKER","node_id":..,"rank":..,"world_size":..,"local_rank":..,
+//    "local_world_size":..,"node_rank":..,"num_nodes":..,"host":..,"generation":..}
+//
+// --hold SECONDS keeps the session (heartbeats) before leaving and prints one more JSON line per
+// job event seen meanwhile, e.g. {"event":"member_left","node_id":..,"rank":..,"job_state":..}.
+// --env prints KEY=VALUE lines for the launched process instead of the JSON line.
+// With MS_ROLE=MS_SCHED it runs the embedded scheduler until the job ends.
+//
+// Exit codes: 0 success, 2 usage or environment error, 3 rendezvous error (the job failed, the
+// daemon rejected us, timeout, unreachable). Errors go to stderr as
+// "ms-rendezvous-probe: <CODE>: <message>".
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "glog/logging.h"
+#include "ms_rendezvous/client.h"
+#include "ms_rendezvous/options.h"
+#include "ms_rendezvous/scheduler.h"
+#include "tools/probe/json.h"
+
+namespace ms_rendezvous::probe {
+namespace {
+
+constexpr char kProg[] = "ms-rendezvous-probe";
+constexpr int kExitUsage = 2;
+constexpr int kExitRendezvous = 3;
+
+constexpr char kUsage[] =
+    "usage: ms-rendezvous-probe [--hold SECONDS] [--env]\n"
+    "\n"
+    "Joins the job described by the MindSpore environment (MS_ROLE, MS_SCHED_HOST,\n"
+    "MS_SCHED_PORT, MS_WORKER_NUM, MS_SERVER_NUM, MS_NODE_ID, MS_WORKER_IP, DEVICE_ID,\n"
+    "MS_JOB_ID, MS_TOPO_TIMEOUT, ...) and prints this process's topology as one JSON line.\n"
+    "With MS_ROLE=MS_SCHED it runs an embedded scheduler on MS_SCHED_PORT until the job ends.\n"
+    "\n"
+    "  --hold SECONDS  keep the session (heartbeats) this long before leaving; print one JSON\n"
+    "                  line per job event seen meanwhile\n"
+    "  --env           print KEY=VALUE lines for the launched process instead of JSON\n"
+    "\n"
+    "Exit status: 0 ok, 2 usage/environment error, 3 rendezvous error.\n";
+
+struct Args {
+  absl::Duration hold = absl::ZeroDuration();
+  bool env = false;
+  bool help = false;
+};
+
+std::atomic<bool> g_interrupted{false};
+
+void OnSignal(int) { g_interrupted.store(true); }
+
+int Fail(int code, const absl::Status& status) {
+  std::cerr << kProg << ": " << absl::StatusCodeToString(status.code()) << ": "
+            << status.message() << std::endl;
+  return code;
+}
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      args.help = true;
+    } else if (arg == "--env") {
+      args.env = true;
+    } else if (arg == "--hold" || absl::StartsWith(arg, "--hold=")) {
+      std::string value;
+      if (arg == "--hold") {
+        if (i + 1 >= argc) return absl::InvalidArgumentError("--hold needs a value in seconds");
+        value = argv[++i];
+      } else {
+        value = arg.substr(strlen("--hold="));
+      }
+      double seconds = 0;
+      if (!absl::SimpleAtod(value, &seconds) || !(seconds >= 0) || seconds > 1e9) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--hold \"", value, "\" is not a valid duration: expected a number of seconds >= 0"));
+      }
+      args.hold = absl::Seconds(seconds);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown argument \"", arg, "\" (see --help)"));
+    }
+  }
+  return args;
+}
+
+std::string TopologyJson(const Topology& t) {
+  return JsonObject()
+      .Add("job_id", t.job_id)
+      .Add("role", RoleName(t.role))
+      .Add("node_id", t.node_id)
+      .Add("rank", t.rank)
+      .Add("world_size", t.world_size)
+      .Add("local_rank", t.local_rank)
+      .Add("local_world_size", t.local_world_size)
+      .Add("node_rank", t.node_rank)
+      .Add("num_nodes", t.num_nodes)
+      .Add("host", t.host)
+      .Add("generation", t.generation)
+      .str();
+}
+
+std::string EventJson(const JobEvent& e) {
+  JsonObject json;
+  json.Add("event", JobEventTypeName(e.type)).Add("seq", e.seq);
+  if (e.member.has_value()) {
+    json.Add("node_id", e.member->node_id).Add("role", RoleName(e.member->role));
+    if (e.member->rank.has_value()) {
+      json.Add("rank", *e.member->rank);
+    } else {
+      json.AddNull("rank");
+    }
+  }
+  json.Add("job_state", JobStateName(e.job_state)).Add("generation", e.generation);
+  if (!e.message.empty()) json.Add("message", e.message);
+  return json.str();
+}
+
+// Single-quotes a value for sh when it holds anything beyond a conservative safe set.
+std::string ShellQuote(absl::string_view value) {
+  bool safe = !value.empty();
+  for (char c : value) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) &&
+        !absl::StrContains("._-:/@%+,=", c)) {
+      safe = false;
+      break;
+    }
+  }
+  if (safe) return std::string(value);
+  std::string out = "'";
+  for (char c : value) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out.push_back(c);
+    }
+  }
+  out += "'";
+  return out;
+}
+
+// The environment a launcher exports for the training process: MindSpore's names (RANK_ID,
+// RANK_SIZE, DEVICE_ID := local rank) plus the torch.distributed ones.
+std::vector<std::pair<std::string, std::string>> LaunchEnv(const Topology& t) {
+  return {
+      {"MS_JOB_ID", t.job_id},
+      {"MS_ROLE", std::string(RoleName(t.role))},
+      {"MS_NODE_ID", t.node_id},
+      {"MS_WORKER_NUM", absl::StrCat(t.worker_num)},
+      {"MS_SERVER_NUM", absl::StrCat(t.server_num)},
+      {"RANK_ID", absl::StrCat(t.rank)},
+      {"RANK_SIZE", absl::StrCat(t.world_size)},
+      {"DEVICE_ID", absl::StrCat(t.local_rank)},
+      {"LOCAL_RANK", absl::StrCat(t.local_rank)},
+      {"LOCAL_WORLD_SIZE", absl::StrCat(t.local_world_size)},
+      {"NODE_RANK", absl::StrCat(t.node_rank)},
+      {"NUM_NODES", absl::StrCat(t.num_nodes)},
+      {"RANK", absl::StrCat(t.rank)},
+      {"WORLD_SIZE", absl::StrCat(t.world_size)},
+      {"MS_RENDEZVOUS_HOST", t.host},
+      {"MS_RENDEZVOUS_GENERATION", absl::StrCat(t.generation)},
+  };
+}
+
+int ServeAsScheduler(const ClientOptions& options) {
+  SchedulerHooks hooks;
+  hooks.on_listening = [&](const std::string& address) {
+    std::cerr << kProg << ": embedded scheduler for job " << options.job_id << " listening on "
+              << SchedulerListenAddress(options) << std::endl;
+  };
+  absl::Status status = ms_rendezvous::RunScheduler(options, hooks);
+  if (!status.ok()) {
+    return Fail(absl::IsInvalidArgument(status) ? kExitUsage : kExitRendezvous, status);
+  }
+  std::cout << JsonObject()
+                   .Add("job_id", options.job_id)
+                   .Add("role", RoleName(Role::kScheduler))
+                   .Add("job_state", JobStateName(JobState::kFinished))
+                   .str()
+            << std::endl;
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  absl::StatusOr<Args> args = ParseArgs(argc, argv);
+  if (!args.ok()) {
+    std::cerr << kUsage;
+    return Fail(kExitUsage, args.status());
+  }
+  if (args->help) {
+    std::cout << kUsage;
+    return 0;
+  }
+  absl::StatusOr<ClientOptions> options = ClientOptionsFromEnv();
+  if (!options.ok()) return Fail(kExitUsage, options.status());
+  // --hold/--env are ignored for the scheduler so that one launch line serves every role.
+  if (options->role == Role::kScheduler) return ServeAsScheduler(*options);
+
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(*options);
+  if (!client.ok()) return Fail(kExitUsage, client.status());
+  absl::StatusOr<Topology> topology = (*client)->Join();
+  if (!topology.ok()) return Fail(kExitRendezvous, topology.status());
+
+  if (args->env) {
+    for (const auto& [key, value] : LaunchEnv(*topology)) {
+      std::cout << key << "=" << ShellQuote(value) << "\n";
+    }
+    std::cout << std::flush;
+  } else {
+    std::cout << TopologyJson(*topology) << std::endl;
+  }
+
+  absl::Status failure;
+  if (args->hold > absl::ZeroDuration()) {
+    absl::Mutex out_mu;  // event lines are written from the watch thread
+    absl::Notification job_failed;
+    absl::StatusOr<std::unique_ptr<JobWatch>> watch =
+        (*client)->Watch([&](const JobEvent& event) {
+          if (event.type == JobEventType::kSnapshot) return;
+          {
+            absl::MutexLock l(&out_mu);
+            std::cout << EventJson(event) << std::endl;
+          }
+          if (event.type == JobEventType::kJobFailed && !job_failed.HasBeenNotified()) {
+            job_failed.Notify();
+          }
+        });
+    if (!watch.ok()) {
+      std::cerr << kProg << ": warning: cannot watch job events: " << watch.status() << std::endl;
+    }
+    // Sleep in short slices so SIGINT/SIGTERM end the hold early with a clean Leave. Only here:
+    // elsewhere (e.g. blocked in Join) the default action must still terminate the probe.
+    struct sigaction sa = {};
+    sa.sa_handler = OnSignal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    const absl::Time end = absl::Now() + args->hold;
+    while (absl::Now() < end && !g_interrupted.load()) {
+      if (job_failed.WaitForNotificationWithTimeout(
+              std::min(absl::Milliseconds(100), end - absl::Now()))) {
+        break;
+      }
+      if (absl::Status s = (*client)->SessionStatus(); !s.ok()) {
+        failure = s;
+        break;
+      }
+    }
+    if (watch.ok()) (*watch)->Stop().IgnoreError();
+    if (job_failed.HasBeenNotified() && failure.ok()) {
+      failure = absl::AbortedError(absl::StrCat("job ", topology->job_id,
+                                                " failed while this member held its session"));
+    }
+  }
+  if (!failure.ok()) return Fail(kExitRendezvous, failure);
+  if (absl::Status s = (*client)->Leave(); !s.ok()) return Fail(kExitRendezvous, s);
+  return 0;
+}
+
+}  // namespace
+}  // namespace ms_rendezvous::probe
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  // stdout carries the machine-readable lines; library chatter below WARNING stays off unless
+  // asked for with GLOG_minloglevel.
+  if (std::getenv("GLOG_minloglevel") == nullptr) FLAGS_minloglevel = google::GLOG_WARNING;
+  return ms_rendezvous::probe::Main(argc, argv);
+}
