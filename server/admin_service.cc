@@ -50,7 +50,9 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
  public:
   WatchReactor(core::JobRegistry* registry, const std::string& job_id)
-      : registry_(registry), job_id_(job_id), sink_(std::make_shared<Sink>(this)) {
+      : registry_(registry),
+        job_id_(job_id),
+        sink_(std::make_shared<Sink>(this, registry->options().max_watch_backlog)) {
     absl::StatusOr<uint64_t> id = registry_->Watch(job_id, sink_);
     if (!id.ok()) {
       sink_->End(id.status());
@@ -76,11 +78,22 @@ class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
  private:
   class Sink final : public core::JobWatcher {
    public:
-    explicit Sink(WatchReactor* reactor) : reactor_(reactor) {}
+    Sink(WatchReactor* reactor, size_t max_backlog)
+        : reactor_(reactor), max_backlog_(max_backlog) {}
 
     void OnEvent(const core::JobEvent& event) override {
       absl::MutexLock l(&mu_);
-      if (reactor_ == nullptr || finished_) return;
+      if (reactor_ == nullptr || finished_ || end_status_.has_value()) return;
+      if (queue_.size() >= max_backlog_) {
+        // The client reads slower than the job changes: cut it off rather than buffer without
+        // bound. It may watch again and gets a fresh snapshot.
+        end_status_ = absl::ResourceExhaustedError(absl::StrCat(
+            "watcher fell ", queue_.size(), " events behind (--max-watch-backlog); watch again"));
+        // Drop what was not sent; the write in flight completes, then Finish runs.
+        if (writing_) queue_.erase(queue_.begin() + 1, queue_.end());
+        if (!writing_) FinishLocked();
+        return;
+      }
       queue_.emplace_back();
       JobEventToProto(event, &queue_.back());
       if (!writing_) {
@@ -129,6 +142,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
 
     absl::Mutex mu_;
     WatchReactor* reactor_ ABSL_GUARDED_BY(mu_);
+    const size_t max_backlog_;
     std::deque<pb::JobEvent> queue_ ABSL_GUARDED_BY(mu_);
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
