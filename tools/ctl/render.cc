@@ -228,12 +228,11 @@ std::string RenderJob(const v1::GetJobResponse& response) {
   for (const auto& host : job.hosts()) {
     hosts.push_back(absl::StrCat(host.host(), " (", host.members(), ")"));
   }
-  std::string hosts_text = absl::StrCat(job.hosts_total());
-  if (!hosts.empty()) absl::StrAppend(&hosts_text, ": ", absl::StrJoin(hosts, ", "));
+  std::string hosts_text = hosts.empty() ? "none" : absl::StrJoin(hosts, ", ");
   if (job.hosts_total() > static_cast<uint32_t>(job.hosts_size())) {
     absl::StrAppend(&hosts_text, " and ", job.hosts_total() - job.hosts_size(), " more");
   }
-  head.AddRow({"hosts:", hosts_text});
+  head.AddRow({absl::StrCat("hosts (", job.hosts_total(), "):"), hosts_text});
   if (!job.failure_reason().empty()) head.AddRow({"failure:", job.failure_reason()});
 
   std::string out = head.Render();
