@@ -110,6 +110,9 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   builder.RegisterService(impl->admin.get());
   // A waiting Join may sit idle for the whole topology timeout: keepalive pings detect a dead
   // peer (power loss, blackholed network) so its member is withdrawn instead of blocking the job.
+  // gRPC enables SO_REUSEPORT by default: a second daemon (or a stale embedded scheduler) on the
+  // same port would silently share the traffic and split jobs between two registries. Refuse.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

@@ -323,15 +323,20 @@ TEST_F(EnvTest, NodeId_TooLong_NamesValueAndAllowed) {
   std::string id(129, 'x');
   ExpectError("MS_NODE_ID", id,
               "MS_NODE_ID=\"" + id +
-                  "\" is not a valid node id: expected 1..128 printable ASCII characters (a "
-                  "decimal number is the rank)");
+                  "\" is not a valid node id: expected 1..128 printable ASCII characters "
+                  "without spaces (a decimal number is the rank)");
 }
 
 TEST_F(EnvTest, NodeId_ControlCharacter_IsRejectedAndEscaped) {
   ExpectError("MS_NODE_ID", "a\x01"
                             "b",
               "MS_NODE_ID=\"a\\x01b\" is not a valid node id: expected 1..128 printable ASCII "
-              "characters (a decimal number is the rank)");
+              "characters without spaces (a decimal number is the rank)");
+}
+
+TEST_F(EnvTest, NodeId_Space_IsRejected) {
+  env_["MS_NODE_ID"] = "my node";
+  EXPECT_FALSE(Parse().ok());
 }
 
 TEST_F(EnvTest, WorkerIp_HostName_NamesValueAndAllowed) {
