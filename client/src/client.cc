@@ -385,7 +385,14 @@ absl::StatusOr<pb::Topology> ClientImpl::JoinWithRetry() {
     }
     absl::Duration wait = backoff.Next();
     if (!forever) wait = std::min(wait, options_.topo_timeout - elapsed);
-    absl::SleepFor(wait);
+    if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
+      // Connected, so the daemon itself said UNAVAILABLE (draining): back off in full.
+      absl::SleepFor(wait);
+    } else {
+      // Not connected: gRPC reconnects on its own backoff (same scale, see Create); retry as
+      // soon as the channel is up instead of sleeping past the moment the scheduler started.
+      channel_->WaitForConnected(DeadlineAfter(wait));
+    }
   }
 }
 

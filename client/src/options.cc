@@ -88,7 +88,7 @@ bool IsJobId(absl::string_view text) {
 bool IsNodeId(absl::string_view text) {
   if (text.empty() || text.size() > kMaxIdLength) return false;
   for (char c : text) {
-    if (c < 0x20 || c > 0x7e) return false;
+    if (c <= 0x20 || c > 0x7e) return false;  // the daemon rejects spaces too
   }
   return true;
 }
@@ -177,7 +177,7 @@ absl::Status ParseIdentity(const EnvLookup& env, ClientOptions& o) {
   if (std::optional<std::string> v = Get(env, "MS_NODE_ID")) {
     if (!IsNodeId(*v)) {
       return Invalid("MS_NODE_ID", *v, "is not a valid node id",
-                     "1..128 printable ASCII characters (a decimal number is the rank)");
+                     "1..128 printable ASCII characters without spaces (a decimal number is the rank)");
     }
     o.node_id = *v;
   }
@@ -329,7 +329,7 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
     return bad("server_num", absl::StrCat(o.server_num), "0..1000000");
   }
   if (!o.node_id.empty() && !IsNodeId(o.node_id)) {
-    return bad("node_id", o.node_id, "1..128 printable ASCII characters");
+    return bad("node_id", o.node_id, "1..128 printable ASCII characters without spaces");
   }
   if (!o.worker_ip.empty() && !IsIpLiteral(o.worker_ip)) {
     return bad("worker_ip", o.worker_ip, "an IPv4 or IPv6 literal");

@@ -9,7 +9,7 @@
 //   MS_WORKER_NUM            1..1000000, identical in every process         required (workers,
 //                                                                            servers)
 //   MS_SERVER_NUM            0..1000000 (parameter servers)                 default 0
-//   MS_NODE_ID               1..128 printable characters; numeric = rank    default random UUID
+//   MS_NODE_ID               1..128 printable chars, no spaces; numeric=rank   default random UUID
 //   MS_WORKER_IP             IPv4/IPv6 literal this process talks on        default: peer address
 //   DEVICE_ID                0..2147483647                                  default unset (-1)
 //   MS_JOB_ID                1..128 of [A-Za-z0-9._:-]                      default "default"
