@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "tools/bench/join_scenario.h"
@@ -167,6 +168,10 @@ absl::Status RaiseFdLimit(uint64_t connections) {
 int Main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
+  // Debian's abseil is built with Mutex deadlock detection on: every absl::Mutex (gRPC's included)
+  // then maintains a global lock graph, which cost a quarter of the bench's CPU at 10k channels and
+  // would be charged to "load generation" instead of the daemon.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   Args args;
   if (absl::Status s = ParseArgs(argc, argv, &args); !s.ok()) {
