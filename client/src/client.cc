@@ -1,5 +1,6 @@
 #include "ms_rendezvous/client.h"
 
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +10,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
@@ -74,9 +73,7 @@ class Backoff {
   absl::Duration next_ = kBackoffInitial;
 };
 
-pb::Role ToProto(Role role) {
-  return role == Role::kPServer ? pb::ROLE_PSERVER : pb::ROLE_WORKER;
-}
+pb::Role ToProto(Role role) { return role == Role::kPServer ? pb::ROLE_PSERVER : pb::ROLE_WORKER; }
 
 Role FromProto(pb::Role role, Role fallback) {
   switch (role) {
@@ -203,9 +200,8 @@ class JobWatchImpl final : public JobWatch {
     thread_ = std::thread([this] { Run(); });
     absl::MutexLock l(&mu_);
     mu_.Await(absl::Condition(
-        +[](JobWatchImpl* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
-          return w->started_ || w->done_;
-        },
+        +[](JobWatchImpl* w)
+             ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->started_ || w->done_; },
         this));
     if (started_) return absl::OkStatus();
     return end_status_;
@@ -339,6 +335,15 @@ absl::StatusOr<pb::Topology> ClientImpl::JoinWithRetry() {
   const bool forever = options_.topo_timeout == absl::InfiniteDuration();
   spec->set_topo_timeout_ms(forever ? -1 : absl::ToInt64Milliseconds(options_.topo_timeout));
 
+  LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as " << RoleName(options_.role)
+            << " node " << options_.node_id << " via " << target_
+            << " (MS_WORKER_NUM=" << options_.worker_num << " MS_SERVER_NUM=" << options_.server_num
+            << " topology timeout " << TimeoutText(options_.topo_timeout) << ", heartbeat "
+            << (options_.heartbeat_enabled
+                    ? absl::StrCat(absl::FormatDuration(options_.heartbeat_interval_lower), "..",
+                                   absl::FormatDuration(options_.heartbeat_interval_upper))
+                    : std::string("disabled"))
+            << ")";
   const Steady::time_point start = Steady::now();
   const absl::Duration rpc_budget = options_.topo_timeout + kJoinDeadlineMargin;
   Backoff backoff;
@@ -475,15 +480,15 @@ void ClientImpl::HeartbeatLoop(pb::MemberRef ref) {
     if (st.error_code() == grpc::StatusCode::ABORTED ||
         st.error_code() == grpc::StatusCode::NOT_FOUND) {
       // The daemon no longer knows this registration: beating on is pointless, re-join.
-      session_status_ = absl::AbortedError(absl::StrCat(
-          "heartbeat rejected by ", target_, ": ", st.error_message(), " (re-join the job)"));
+      session_status_ = absl::AbortedError(absl::StrCat("heartbeat rejected by ", target_, ": ",
+                                                        st.error_message(), " (re-join the job)"));
       LOG(WARNING) << "ms_rendezvous: " << session_status_;
       return;
     }
     // Transient (daemon restarting, network blip): keep beating, log the first of a streak.
     if (consecutive_failures++ == 0) {
-      LOG(WARNING) << "ms_rendezvous: heartbeat to " << target_ << " failed: "
-                   << st.error_message() << "; retrying";
+      LOG(WARNING) << "ms_rendezvous: heartbeat to " << target_ << " failed: " << st.error_message()
+                   << "; retrying";
     }
   }
 }

@@ -32,8 +32,8 @@ constexpr uint32_t kSmallJobWorkers = 128;
 // Error for a set-but-invalid variable: NAME="value" <problem>: expected <allowed>.
 absl::Status Invalid(absl::string_view name, absl::string_view value, absl::string_view problem,
                      absl::string_view allowed) {
-  return absl::InvalidArgumentError(absl::StrCat(name, "=\"", absl::CHexEscape(value), "\" ",
-                                                 problem, ": expected ", allowed));
+  return absl::InvalidArgumentError(
+      absl::StrCat(name, "=\"", absl::CHexEscape(value), "\" ", problem, ": expected ", allowed));
 }
 
 // The variable's value, with surrounding white space removed; nullopt when unset or empty.
@@ -176,8 +176,9 @@ absl::Status ParseCounts(const EnvLookup& env, ClientOptions& o) {
 absl::Status ParseIdentity(const EnvLookup& env, ClientOptions& o) {
   if (std::optional<std::string> v = Get(env, "MS_NODE_ID")) {
     if (!IsNodeId(*v)) {
-      return Invalid("MS_NODE_ID", *v, "is not a valid node id",
-                     "1..128 printable ASCII characters without spaces (a decimal number is the rank)");
+      return Invalid(
+          "MS_NODE_ID", *v, "is not a valid node id",
+          "1..128 printable ASCII characters without spaces (a decimal number is the rank)");
     }
     o.node_id = *v;
   }
@@ -361,8 +362,8 @@ std::string GenerateNodeId() {
   for (uint8_t& byte : b) byte = absl::Uniform<uint8_t>(gen);
   b[6] = (b[6] & 0x0f) | 0x40;  // version 4
   b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
-  std::string hex = absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(b), sizeof(b)));
+  std::string hex =
+      absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(b), sizeof(b)));
   return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-",
                       hex.substr(16, 4), "-", hex.substr(20, 12));
 }

@@ -39,9 +39,9 @@ std::string SchedulerListenAddress(const ClientOptions& options) {
 
 absl::Status RunScheduler(const ClientOptions& options, const SchedulerHooks& hooks) {
   if (options.role != Role::kScheduler) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RunScheduler needs MS_ROLE=MS_SCHED, got MS_ROLE=", RoleName(options.role),
-        " (workers and parameter servers join with Client::Join)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("RunScheduler needs MS_ROLE=MS_SCHED, got MS_ROLE=", RoleName(options.role),
+                     " (workers and parameter servers join with Client::Join)"));
   }
   if (absl::Status s = ValidateClientOptions(options); !s.ok()) return s;
 
@@ -56,8 +56,8 @@ absl::Status RunScheduler(const ClientOptions& options, const SchedulerHooks& ho
   if (!started.ok()) return started.status();
   std::unique_ptr<server::RendezvousServer> server = std::move(started).value();
   LOG(INFO) << "embedded scheduler for job " << options.job_id << " listening on "
-            << server_options.listen << " (dial " << server->address()
-            << "), topology timeout " << TimeoutText(options.topo_timeout);
+            << server_options.listen << " (dial " << server->address() << "), topology timeout "
+            << TimeoutText(options.topo_timeout);
   if (hooks.on_listening) hooks.on_listening(server->address());
 
   // Two phases: the job must appear within the topology timeout (else nobody is coming: wrong

@@ -35,8 +35,7 @@ class EnvTest : public ::testing::Test {
   }
 
   // Parses with `name` set to `value` and expects InvalidArgument with exactly `message`.
-  void ExpectError(const std::string& name, const std::string& value,
-                   const std::string& message) {
+  void ExpectError(const std::string& name, const std::string& value, const std::string& message) {
     env_[name] = value;
     absl::StatusOr<ClientOptions> o = Parse();
     ASSERT_FALSE(o.ok()) << name << "=" << value;

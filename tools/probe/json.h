@@ -58,9 +58,7 @@ class JsonObject {
   JsonObject& Add(absl::string_view key, absl::string_view value) {
     return Raw(key, JsonString(value));
   }
-  JsonObject& Add(absl::string_view key, const char* value) {
-    return Raw(key, JsonString(value));
-  }
+  JsonObject& Add(absl::string_view key, const char* value) { return Raw(key, JsonString(value)); }
   JsonObject& Add(absl::string_view key, const std::string& value) {
     return Raw(key, JsonString(value));
   }
@@ -68,9 +66,7 @@ class JsonObject {
   JsonObject& Add(absl::string_view key, uint32_t value) { return Raw(key, absl::StrCat(value)); }
   JsonObject& Add(absl::string_view key, int64_t value) { return Raw(key, absl::StrCat(value)); }
   JsonObject& Add(absl::string_view key, int32_t value) { return Raw(key, absl::StrCat(value)); }
-  JsonObject& Add(absl::string_view key, bool value) {
-    return Raw(key, value ? "true" : "false");
-  }
+  JsonObject& Add(absl::string_view key, bool value) { return Raw(key, value ? "true" : "false"); }
   JsonObject& AddNull(absl::string_view key) { return Raw(key, "null"); }
 
   std::string str() const { return absl::StrCat("{", body_, "}"); }

@@ -70,8 +70,8 @@ std::atomic<bool> g_interrupted{false};
 void OnSignal(int) { g_interrupted.store(true); }
 
 int Fail(int code, const absl::Status& status) {
-  std::cerr << kProg << ": " << absl::StatusCodeToString(status.code()) << ": "
-            << status.message() << std::endl;
+  std::cerr << kProg << ": " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+            << std::endl;
   return code;
 }
 
@@ -235,17 +235,16 @@ int Main(int argc, char** argv) {
   if (args->hold > absl::ZeroDuration()) {
     absl::Mutex out_mu;  // event lines are written from the watch thread
     absl::Notification job_failed;
-    absl::StatusOr<std::unique_ptr<JobWatch>> watch =
-        (*client)->Watch([&](const JobEvent& event) {
-          if (event.type == JobEventType::kSnapshot) return;
-          {
-            absl::MutexLock l(&out_mu);
-            std::cout << EventJson(event) << std::endl;
-          }
-          if (event.type == JobEventType::kJobFailed && !job_failed.HasBeenNotified()) {
-            job_failed.Notify();
-          }
-        });
+    absl::StatusOr<std::unique_ptr<JobWatch>> watch = (*client)->Watch([&](const JobEvent& event) {
+      if (event.type == JobEventType::kSnapshot) return;
+      {
+        absl::MutexLock l(&out_mu);
+        std::cout << EventJson(event) << std::endl;
+      }
+      if (event.type == JobEventType::kJobFailed && !job_failed.HasBeenNotified()) {
+        job_failed.Notify();
+      }
+    });
     if (!watch.ok()) {
       std::cerr << kProg << ": warning: cannot watch job events: " << watch.status() << std::endl;
     }
@@ -268,8 +267,8 @@ int Main(int argc, char** argv) {
     }
     if (watch.ok()) (*watch)->Stop().IgnoreError();
     if (job_failed.HasBeenNotified() && failure.ok()) {
-      failure = absl::AbortedError(absl::StrCat("job ", topology->job_id,
-                                                " failed while this member held its session"));
+      failure = absl::AbortedError(
+          absl::StrCat("job ", topology->job_id, " failed while this member held its session"));
     }
   }
   if (!failure.ok()) return Fail(kExitRendezvous, failure);
