@@ -117,7 +117,8 @@ class Client {
   static absl::StatusOr<std::unique_ptr<Client>> FromEnv();
 
   // Stops heartbeats and, when joined and not left, leaves the job (best effort, short
-  // deadline) so that a job whose members all exit normally finishes.
+  // deadline) so that a job whose members all exit normally finishes. Must not run while
+  // another thread is inside Join(). JobWatch objects may outlive the Client.
   virtual ~Client() = default;
 
   // Registers this process and blocks until every expected member of the job joined, then starts
