@@ -1,5 +1,6 @@
 #include "tools/bench/join_scenario.h"
 
+#include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -10,8 +11,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -103,8 +102,8 @@ absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> ConnectChannels(
     // Joins are not retried by the client library's channel either; retries would only add the
     // retry filter's buffering to every call.
     args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-    channels.push_back(grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(),
-                                                 args));
+    channels.push_back(
+        grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args));
   }
   // Kick off every connection first, then wait: connecting one by one would serialise N TCP and
   // HTTP/2 handshakes.
@@ -114,8 +113,8 @@ absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> ConnectChannels(
   for (uint32_t i = 0; i < channels.size(); ++i) {
     if (!channels[i]->WaitForConnected(deadline)) {
       return absl::UnavailableError(absl::StrCat(
-          "channel ", i, " of ", channels.size(), " to ", options.server, " did not connect within ",
-          absl::FormatDuration(options.connect_timeout), " (state ",
+          "channel ", i, " of ", channels.size(), " to ", options.server,
+          " did not connect within ", absl::FormatDuration(options.connect_timeout), " (state ",
           static_cast<int>(channels[i]->GetState(false)), "); is the daemon running there?"));
     }
   }
@@ -208,10 +207,10 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
       ++errors_by_code[absl::StatusCodeToString(
           static_cast<absl::StatusCode>(call.status.error_code()))];
       if (first_error.empty()) {
-        first_error = absl::StrCat("member ", NodeId(options, i), ": ",
-                                   absl::StatusCodeToString(static_cast<absl::StatusCode>(
-                                       call.status.error_code())),
-                                   ": ", call.status.error_message());
+        first_error = absl::StrCat(
+            "member ", NodeId(options, i), ": ",
+            absl::StatusCodeToString(static_cast<absl::StatusCode>(call.status.error_code())), ": ",
+            call.status.error_message());
       }
       continue;
     }
@@ -241,8 +240,7 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
   if (!errors_by_code.empty()) {
     result.problems.push_back(absl::StrCat(
         n - result.ok, " of ", n, " joins failed (",
-        absl::StrJoin(errors_by_code, ", ", absl::PairFormatter(" x")), "); first: ",
-        first_error));
+        absl::StrJoin(errors_by_code, ", ", absl::PairFormatter(" x")), "); first: ", first_error));
   }
   uint64_t never = std::count(seen.begin(), seen.end(), 0);
   if (result.ok > 0 && never > 0) {
@@ -281,8 +279,7 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
       ref->set_incarnation(topo.incarnation());
       leave.ctx.set_deadline(leave_deadline);
       leave.countdown = &left;
-      stubs[i % stubs.size()]->async()->Leave(&leave.ctx, &leave.request, &leave.response,
-                                               &leave);
+      stubs[i % stubs.size()]->async()->Leave(&leave.ctx, &leave.request, &leave.response, &leave);
       leave.StartCall();
     }
     left.Wait();

@@ -35,8 +35,8 @@ struct JoinResult {
   uint64_t connection_errors = 0;  // UNAVAILABLE (refused, reset, daemon going away)
   uint64_t other_errors = 0;       // any other non-OK status
   uint64_t leave_errors = 0;
-  double connect_s = 0;        // time to bring every channel to READY (before the clock)
-  double bench_cpu_s = 0;      // the bench's own CPU during the timed phase
+  double connect_s = 0;               // time to bring every channel to READY (before the clock)
+  double bench_cpu_s = 0;             // the bench's own CPU during the timed phase
   std::vector<std::string> problems;  // why the run failed, human-readable; empty = passed
 };
 

@@ -75,7 +75,8 @@ absl::StatusOr<ProcStats> ReadProcStats(pid_t pid) {
 absl::StatusOr<std::string> SelfDir() {
   char buf[4096];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return absl::InternalError(absl::StrCat("readlink /proc/self/exe: ", strerror(errno)));
+  if (n <= 0)
+    return absl::InternalError(absl::StrCat("readlink /proc/self/exe: ", strerror(errno)));
   std::string path(buf, static_cast<size_t>(n));
   return path.substr(0, path.rfind('/'));
 }
@@ -83,9 +84,10 @@ absl::StatusOr<std::string> SelfDir() {
 absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
     const std::string& binary, const std::vector<std::string>& extra, absl::Duration timeout) {
   if (access(binary.c_str(), X_OK) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        "daemon binary ", binary, " is missing or not executable; build ms-rendezvousd or pass "
-        "--server HOST:PORT of a running daemon"));
+    return absl::NotFoundError(
+        absl::StrCat("daemon binary ", binary,
+                     " is missing or not executable; build ms-rendezvousd or pass "
+                     "--server HOST:PORT of a running daemon"));
   }
   std::unique_ptr<LocalDaemon> daemon(new LocalDaemon());
   char dir_template[] = "/tmp/ms-rendezvous-bench.XXXXXX";
@@ -124,9 +126,8 @@ absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
       daemon->pid_ = -1;
       daemon->KeepLogs();
       return absl::UnavailableError(absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus),
-                                                 " before listening; its log (",
-                                                 daemon->log_path_, ") ends with:\n",
-                                                 daemon->LogTail()));
+                                                 " before listening; its log (", daemon->log_path_,
+                                                 ") ends with:\n", daemon->LogTail()));
     }
     absl::StatusOr<std::string> text = ReadFile(port_file);
     int port = 0;
@@ -136,10 +137,10 @@ absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
     }
     if (absl::Now() > deadline) {
       daemon->KeepLogs();
-      return absl::UnavailableError(absl::StrCat(
-          "ms-rendezvousd did not write its port to ", port_file, " within ",
-          absl::FormatDuration(timeout), "; its log (", daemon->log_path_, ") ends with:\n",
-          daemon->LogTail()));
+      return absl::UnavailableError(
+          absl::StrCat("ms-rendezvousd did not write its port to ", port_file, " within ",
+                       absl::FormatDuration(timeout), "; its log (", daemon->log_path_,
+                       ") ends with:\n", daemon->LogTail()));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -172,8 +173,8 @@ absl::Status LocalDaemon::Stop(absl::Duration grace) {
   }
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0) {
     keep_logs_ = true;
-    return absl::InternalError(absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus),
-                                            " on SIGTERM; log: ", log_path_));
+    return absl::InternalError(
+        absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus), " on SIGTERM; log: ", log_path_));
   }
   return absl::OkStatus();
 }

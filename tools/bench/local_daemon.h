@@ -36,11 +36,11 @@ class LocalDaemon {
  public:
   // Spawns `binary --listen 127.0.0.1:0 --port-file <tmp> [extra_args]`, its output going to a log
   // file in a fresh temporary directory, and waits up to `timeout` for the port file.
-  // Errors: NotFound when the binary is missing, Unavailable when the daemon exits early or does not
-  // write its port in time (the message quotes the end of its log).
+  // Errors: NotFound when the binary is missing, Unavailable when the daemon exits early or does
+  // not write its port in time (the message quotes the end of its log).
   static absl::StatusOr<std::unique_ptr<LocalDaemon>> Start(const std::string& binary,
-                                                           const std::vector<std::string>& extra,
-                                                           absl::Duration timeout);
+                                                            const std::vector<std::string>& extra,
+                                                            absl::Duration timeout);
 
   // Stop() if still running; removes the temporary directory unless KeepLogs() was called.
   ~LocalDaemon();

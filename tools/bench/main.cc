@@ -205,8 +205,8 @@ int Main(int argc, char** argv) {
     daemon = std::move(*started);
     daemon_pid = daemon->pid();
     args.join.server = daemon->address();
-    LOG(INFO) << "started " << binary << " (pid " << daemon->pid() << ") on "
-              << daemon->address() << ", log " << daemon->log_path();
+    LOG(INFO) << "started " << binary << " (pid " << daemon->pid() << ") on " << daemon->address()
+              << ", log " << daemon->log_path();
   }
 
   // Daemon samples at the phase boundaries. A failed read (daemon elsewhere, or gone) just drops
@@ -263,9 +263,9 @@ int Main(int argc, char** argv) {
   table.AddRow({"bench cpu (timed phase)", absl::StrFormat("%.2f s", r.bench_cpu_s)});
   if (have_stats) {
     table.AddRow({"daemon cpu (timed phase)", absl::StrFormat("%.2f s", daemon_cpu_s)});
-    table.AddRow({"daemon rss idle / connected / joined",
-                  absl::StrFormat("%d / %d / %d KiB", idle.rss_kib, connected.rss_kib,
-                                  after.rss_kib)});
+    table.AddRow(
+        {"daemon rss idle / connected / joined",
+         absl::StrFormat("%d / %d / %d KiB", idle.rss_kib, connected.rss_kib, after.rss_kib)});
     table.AddRow({"daemon peak rss", absl::StrFormat("%d KiB", after.peak_kib)});
     table.AddRow({"daemon rss per connection", absl::StrFormat("%.0f B", rss_per_connection)});
     table.AddRow({"daemon rss per member", absl::StrFormat("%.0f B", rss_per_member)});

@@ -2,9 +2,9 @@
 #ifndef MS_RENDEZVOUS_TOOLS_COMMON_GRPC_STATUS_H_
 #define MS_RENDEZVOUS_TOOLS_COMMON_GRPC_STATUS_H_
 
-#include <string>
-
 #include <grpcpp/support/status.h>
+
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"

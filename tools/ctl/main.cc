@@ -7,6 +7,7 @@
 //
 // The tool is single-threaded and uses the synchronous stubs: it issues a handful of calls and
 // then exits, so the callback API would add complexity without saving anything.
+#include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,8 +17,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -109,7 +108,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       options.server = value;
       server_set = true;
     } else if (!absl::SimpleAtod(value, &options.timeout_s) || !(options.timeout_s > 0)) {
-      return absl::InvalidArgumentError(absl::StrCat("--timeout-s \"", value, "\" is not a positive number"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--timeout-s \"", value, "\" is not a positive number"));
     }
   }
   if (!server_set) {

@@ -84,8 +84,8 @@ std::string MissingText(const v1::JobSummary& job, const v1::RoleSummary& role) 
   uint32_t missing = MissingCount(role);
   if (!Forming(job) || missing == 0) return "";
   if (role.missing_ranks_size() > 0) {
-    std::string text = absl::StrCat(missing == 1 ? "rank " : "ranks ",
-                                     FormatRanks(role.missing_ranks()));
+    std::string text =
+        absl::StrCat(missing == 1 ? "rank " : "ranks ", FormatRanks(role.missing_ranks()));
     if (role.missing_ranks_truncated()) {
       absl::StrAppend(&text, " and more (", missing, " missing)");
     }
@@ -178,15 +178,13 @@ std::string RenderJobsTable(const google::protobuf::RepeatedPtrField<v1::JobSumm
       std::string counts = absl::StrCat(role.joined(), "/", role.expected());
       (role.role() == v1::ROLE_PSERVER ? servers : workers) = counts;
       if (Forming(job) && MissingCount(role) > 0) {
-        missing.push_back(absl::StrCat(MissingCount(role), role.role() == v1::ROLE_PSERVER
-                                                               ? " pservers"
-                                                               : " workers"));
+        missing.push_back(absl::StrCat(MissingCount(role),
+                                       role.role() == v1::ROLE_PSERVER ? " pservers" : " workers"));
       }
     }
     table.AddRow({job.job_id(), std::string(tools::JobStateName(job.state())),
-                  absl::StrCat(job.generation()), workers, servers,
-                  absl::StrCat(job.hosts_total()), FormatAge(job.age_s()),
-                  missing.empty() ? "-" : absl::StrJoin(missing, ", ")});
+                  absl::StrCat(job.generation()), workers, servers, absl::StrCat(job.hosts_total()),
+                  FormatAge(job.age_s()), missing.empty() ? "-" : absl::StrJoin(missing, ", ")});
   }
   return table.Render();
 }
@@ -255,8 +253,8 @@ std::string RenderJob(const v1::GetJobResponse& response) {
   if (response.next_page_token().empty()) {
     absl::StrAppend(&out, "members (", response.members_size(), "):\n");
   } else {
-    absl::StrAppend(&out, "members (first ", response.members_size(), " of ", total, "; all: ",
-                    "ms-rendezvousctl members ", job.job_id(), "):\n");
+    absl::StrAppend(&out, "members (first ", response.members_size(), " of ", total,
+                    "; all: ", "ms-rendezvousctl members ", job.job_id(), "):\n");
   }
   out += RenderMembersTable(response.members(), "  ");
   return out;

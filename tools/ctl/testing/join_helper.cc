@@ -6,12 +6,12 @@
 // Prints "NODE_ID RANK" per member once the job is complete and exits 0; on any error prints
 // "ms-rendezvous: CODE: message" to stderr and exits 1. Deliberately not the client library: the
 // test must exercise only ctl and the wire contract.
+#include <grpcpp/grpcpp.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/blocking_counter.h"
@@ -24,12 +24,11 @@ int main(int argc, char** argv) {
   int worker_num = 0, timeout_s = 0;
   if (argc < 6 || !absl::SimpleAtoi(argv[3], &worker_num) ||
       !absl::SimpleAtoi(argv[4], &timeout_s)) {
-    std::fprintf(stderr, "usage: %s SERVER JOB_ID WORKER_NUM TOPO_TIMEOUT_S NODE_ID...\n",
-                 argv[0]);
+    std::fprintf(stderr, "usage: %s SERVER JOB_ID WORKER_NUM TOPO_TIMEOUT_S NODE_ID...\n", argv[0]);
     return 2;
   }
-  auto stub = v1::Rendezvous::NewStub(
-      grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
+  auto stub =
+      v1::Rendezvous::NewStub(grpc::CreateChannel(argv[1], grpc::InsecureChannelCredentials()));
   const int n = argc - 5;
   struct Call {
     grpc::ClientContext ctx;
@@ -60,9 +59,9 @@ int main(int argc, char** argv) {
   int rc = 0;
   for (const Call& call : calls) {
     if (!call.status.ok()) {
-      std::fprintf(stderr, "ms-rendezvous: %s\n",
-                   ms_rendezvous::tools::FormatStatus(ms_rendezvous::tools::FromGrpc(call.status))
-                       .c_str());
+      std::fprintf(
+          stderr, "ms-rendezvous: %s\n",
+          ms_rendezvous::tools::FormatStatus(ms_rendezvous::tools::FromGrpc(call.status)).c_str());
       rc = 1;
       continue;
     }
