@@ -111,11 +111,23 @@ absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> ConnectChannels(
   auto deadline = std::chrono::system_clock::now() +
                   std::chrono::milliseconds(absl::ToInt64Milliseconds(options.connect_timeout));
   for (uint32_t i = 0; i < channels.size(); ++i) {
-    if (!channels[i]->WaitForConnected(deadline)) {
-      return absl::UnavailableError(absl::StrCat(
-          "channel ", i, " of ", channels.size(), " to ", options.server,
-          " did not connect within ", absl::FormatDuration(options.connect_timeout), " (state ",
-          static_cast<int>(channels[i]->GetState(false)), "); is the daemon running there?"));
+    // Not WaitForConnected(): it keeps retrying through TRANSIENT_FAILURE until the deadline, so a
+    // wrong --server would hang for the whole connect timeout instead of failing at once.
+    grpc_connectivity_state state = channels[i]->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY) {
+      if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+        return absl::UnavailableError(absl::StrCat("channel ", i, " of ", channels.size(), " to ",
+                                                   options.server,
+                                                   " failed to connect; is the daemon running "
+                                                   "there, and does it accept this many "
+                                                   "connections?"));
+      }
+      if (!channels[i]->WaitForStateChange(state, deadline)) {
+        return absl::UnavailableError(absl::StrCat("channel ", i, " of ", channels.size(), " to ",
+                                                   options.server, " did not connect within ",
+                                                   absl::FormatDuration(options.connect_timeout)));
+      }
+      state = channels[i]->GetState(/*try_to_connect=*/true);
     }
   }
   return channels;
