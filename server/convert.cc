@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 
 namespace ms_rendezvous::server {
@@ -174,14 +175,17 @@ void JobEventToProto(const core::JobEvent& in, pb::JobEvent* out) {
 }
 
 std::string HostFromPeer(const std::string& peer) {
-  std::string rest;
   if (absl::StartsWith(peer, "ipv4:")) {
-    rest = peer.substr(5);
+    std::string rest = peer.substr(5);
     auto colon = rest.rfind(':');
     return colon == std::string::npos ? rest : rest.substr(0, colon);
   }
   if (absl::StartsWith(peer, "ipv6:")) {
-    rest = peer.substr(5);
+    // gRPC prints IPv6 peers URI-encoded: "ipv6:%5B::1%5D:42812" (and "[::1]:42812" in some
+    // versions). Decode the brackets (and a zone's %25) before cutting off the port.
+    std::string rest = absl::StrReplaceAll(peer.substr(5), {{"%5B", "["}, {"%5b", "["},
+                                                            {"%5D", "]"}, {"%5d", "]"},
+                                                            {"%25", "%"}});
     if (!rest.empty() && rest[0] == '[') {
       auto close = rest.find(']');
       if (close != std::string::npos) return rest.substr(1, close - 1);

@@ -1,3 +1,5 @@
+#include <atomic>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "server/convert.h"
@@ -5,6 +7,8 @@
 
 namespace ms_rendezvous::server {
 namespace {
+
+std::atomic<uint64_t> completed_join_calls{0};
 
 // One parked Join. The core holds the completion callback; this reactor only bridges it to
 // gRPC and withdraws the member when the client goes away (OnCancel), so that a crashed or
@@ -46,7 +50,10 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
     if (waiter != 0) registry_->CancelJoin(job_id_, waiter);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    completed_join_calls.fetch_add(1, std::memory_order_relaxed);
+    delete this;
+  }
 
  private:
   void Complete(const absl::StatusOr<core::Topology>& topo) {
@@ -72,6 +79,8 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
 };
 
 }  // namespace
+
+uint64_t CompletedJoinCalls() { return completed_join_calls.load(std::memory_order_relaxed); }
 
 grpc::ServerUnaryReactor* RendezvousService::Join(grpc::CallbackServerContext* ctx,
                                                   const pb::JoinRequest* req,

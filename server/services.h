@@ -8,6 +8,9 @@
 
 namespace ms_rendezvous::server {
 
+// Number of Join calls completed by this process (any outcome), for memory housekeeping.
+uint64_t CompletedJoinCalls();
+
 // Worker-facing: Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
 class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::CallbackService {
  public:
