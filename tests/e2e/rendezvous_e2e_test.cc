@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,7 +17,9 @@ namespace ms_rendezvous::testing {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::AnyOf;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using Env = Subprocess::Env;
 
@@ -273,7 +277,23 @@ TEST(E2E, DaemonSigterm_DrainsPromptlyWithWaitingMembers) {
   // The waiting member is not left hanging: it gives up at its topology timeout at the latest.
   auto probe_code = waiting->Wait(absl::Seconds(20));
   ASSERT_TRUE(probe_code.has_value());
-  EXPECT_NE(*probe_code, 0);
+  EXPECT_EQ(*probe_code, 3) << waiting->Stderr();
+  // Drained, it retried (first UNAVAILABLE "shutting down", then the draining daemon CANCELLED
+  // the retry, then connection refused) until its topology timeout. The final error says the
+  // daemon is unreachable (or the timeout expired), never the draining daemon's CANCELLED, which
+  // is not this client's doing and therefore retryable.
+  std::string final_error;
+  for (absl::string_view line : absl::StrSplit(waiting->Stderr(), '\n')) {
+    if (absl::StartsWith(line, "ms-rendezvous-probe: ")) final_error = std::string(line);
+  }
+  EXPECT_THAT(final_error, Not(HasSubstr("CANCELLED"))) << waiting->Stderr();
+  EXPECT_THAT(final_error,
+              AnyOf(AllOf(HasSubstr("ms-rendezvous-probe: UNAVAILABLE: scheduler "),
+                          HasSubstr(absl::StrCat(":", d.port(), " unreachable for 3s")),
+                          HasSubstr("MS_TOPO_TIMEOUT")),
+                    AllOf(HasSubstr("ms-rendezvous-probe: DEADLINE_EXCEEDED: "),
+                          HasSubstr("MS_TOPO_TIMEOUT"))))
+      << waiting->Stderr();
 }
 
 }  // namespace
