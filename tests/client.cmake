@@ -12,3 +12,12 @@ else()
   gtest_discover_tests(client_env_test DISCOVERY_TIMEOUT 60 PROPERTIES LABELS unit)
 endif()
 target_link_libraries(client_env_test PRIVATE ms_rendezvous GTest::gtest GTest::gmock)
+
+# The client library against an in-process RendezvousServer on port 0 (and a scripted fake
+# daemon for the answers a real one gives only in a race).
+if(COMMAND msr_integration_test)
+  msr_integration_test(client_integration_test
+                       ${CMAKE_CURRENT_LIST_DIR}/integration/client_test.cc)
+  target_link_libraries(client_integration_test PRIVATE ms_rendezvous ms_rendezvous_server
+                                                        absl::synchronization absl::time)
+endif()

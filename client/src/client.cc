@@ -39,6 +39,9 @@ constexpr absl::Duration kUnaryDeadline = absl::Seconds(30);
 constexpr absl::Duration kLeaveDeadline = absl::Seconds(5);
 constexpr int kLeaveAttempts = 3;
 constexpr uint32_t kMembersPageSize = 1000;
+// Channel keepalive (see Client::Create): must stay >= the daemon's minimum ping interval (5 s).
+constexpr absl::Duration kKeepaliveTime = absl::Seconds(30);
+constexpr absl::Duration kKeepaliveTimeout = absl::Seconds(10);
 
 absl::Status FromGrpc(const grpc::Status& s) {
   if (s.ok()) return absl::OkStatus();
@@ -52,6 +55,34 @@ std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
 }
 
 absl::Duration Since(Steady::time_point t) { return absl::FromChrono(Steady::now() - t); }
+
+// Whether a failed call may be repeated: the daemon is unreachable or stopping, and the failure
+// was not caused by this process.
+//   UNAVAILABLE: no connection, connection lost (a keepalive timeout included), or the daemon
+//     said it is shutting down.
+//   CANCELLED: only when this process did not cause it. Join and Leave contexts are never
+//     cancelled here (`cancelled_here` stays false for them), and our own deadline ends a call
+//     with DEADLINE_EXCEEDED, so a CANCELLED that arrives before the deadline comes from the
+//     other side: a draining daemon cancels the calls that reach it after its shutdown began
+//     (the parked Join gets UNAVAILABLE "shutting down", its retry then CANCELLED). Giving up
+//     there would fail the whole job over a daemon restart.
+bool IsRetryable(const grpc::Status& st, bool cancelled_here, bool deadline_reached) {
+  switch (st.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return true;
+    case grpc::StatusCode::CANCELLED:
+      return !cancelled_here && !deadline_reached;
+    default:
+      return false;
+  }
+}
+
+// "CANCELLED: message" (the code matters: the message alone may be empty or just the code).
+std::string GrpcStatusText(const grpc::Status& st) {
+  absl::Status s = FromGrpc(st);
+  return std::string(absl::StatusCodeToString(s.code())) +
+         (st.error_message().empty() ? "" : absl::StrCat(": ", st.error_message()));
+}
 
 std::string TimeoutText(absl::Duration d) {
   if (d == absl::InfiniteDuration()) return "forever";
@@ -373,25 +404,26 @@ absl::StatusOr<pb::Topology> ClientImpl::JoinWithRetry() {
           " margin; the job's timeout was set by its first member and is longer than this "
           "process's: use the same MS_TOPO_TIMEOUT in every process"));
     }
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return FromGrpc(st);
+    const bool deadline_reached = !forever && elapsed >= rpc_budget;
+    if (!IsRetryable(st, /*cancelled_here=*/false, deadline_reached)) return FromGrpc(st);
 
-    // Not up yet (or restarting): retry within the topology timeout.
+    // Not up yet, restarting or draining: retry within the topology timeout.
     if (!forever && elapsed >= options_.topo_timeout) {
       return absl::UnavailableError(absl::StrCat(
           "scheduler ", target_, " unreachable for ", TimeoutText(options_.topo_timeout),
-          " (MS_TOPO_TIMEOUT), ", attempts, " attempts; last error: ", st.error_message(),
+          " (MS_TOPO_TIMEOUT), ", attempts, " attempts; last error: ", GrpcStatusText(st),
           "; check MS_SCHED_HOST/MS_SCHED_PORT and that the scheduler or ms-rendezvousd runs"));
     }
     if (elapsed >= next_log) {
       LOG(INFO) << "ms_rendezvous: scheduler " << target_ << " not reachable yet ("
-                << st.error_message() << "); retrying with backoff for up to "
+                << GrpcStatusText(st) << "); retrying with backoff for up to "
                 << TimeoutText(options_.topo_timeout);
       next_log = elapsed + kUnreachableLogEvery;
     }
     absl::Duration wait = backoff.Next();
     if (!forever) wait = std::min(wait, options_.topo_timeout - elapsed);
     if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
-      // Connected, so the daemon itself said UNAVAILABLE (draining): back off in full.
+      // Connected, so the daemon itself refused (draining): back off in full.
       absl::SleepFor(wait);
     } else {
       // Not connected: gRPC reconnects on its own backoff (same scale, see Create); retry as
@@ -527,8 +559,9 @@ absl::Status ClientImpl::LeaveImpl(absl::Duration deadline, int attempts) {
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineAfter(deadline));
     pb::LeaveResponse response;
+    const Steady::time_point sent = Steady::now();
     st = rendezvous_->Leave(&ctx, request, &response);
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    if (!IsRetryable(st, /*cancelled_here=*/false, Since(sent) >= deadline)) break;
     if (attempt < attempts) absl::SleepFor(backoff.Next());
   }
   // The session is over whatever the daemon said: a failed Leave cannot be retried usefully
@@ -645,6 +678,23 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
               static_cast<int>(absl::ToInt64Milliseconds(kBackoffInitial)));
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kBackoffMax)));
+  // Keepalive. A Join is parked on the daemon for up to MS_TOPO_TIMEOUT (default 30 min) with
+  // no bytes flowing. If the scheduler's host dies or the network drops packets silently (no
+  // RST/FIN), TCP alone would not notice for a very long time and this process would wait out
+  // its whole timeout on a dead connection. Pings every 30 s with a 10 s ack timeout close such
+  // a connection within ~40 s; the parked call then fails with UNAVAILABLE and JoinWithRetry
+  // re-joins (on a restarted daemon, or on this one once the network is back).
+  // The daemon enforces a matching policy (server/server.cc): it permits pings without calls,
+  // at most one per 5 s, so 30 s never earns a GOAWAY "too_many_pings".
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(kKeepaliveTime)));
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+              static_cast<int>(absl::ToInt64Milliseconds(kKeepaliveTimeout)));
+  // Also between calls (idle client with heartbeats disabled, or between Join retries).
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // gRPC stops pinging after 2 pings that carried no data (default), which is exactly the
+  // parked-Join case: without this the keepalive would go quiet after about a minute.
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   return std::unique_ptr<Client>(

@@ -14,9 +14,11 @@
 //      +------------------------- Join() again (new incarnation) ---------------+
 //
 // Join is ONE round trip: the daemon holds the call open until every expected member joined.
-// While the daemon is not reachable yet (UNAVAILABLE) Join retries with jittered exponential
+// While the daemon is not reachable yet (UNAVAILABLE), or is draining (UNAVAILABLE "shutting
+// down", or CANCELLED that this client did not cause), Join retries with jittered exponential
 // backoff (50 ms doubling to 2 s, +-50%), bounded by the topology timeout, so a job whose
 // scheduler starts last - or 10,000 members restarting at once - does not storm the daemon.
+// Keepalive pings (every 30 s, 10 s timeout) notice a dead daemon during the long wait.
 #ifndef MS_RENDEZVOUS_CLIENT_H_
 #define MS_RENDEZVOUS_CLIENT_H_
 

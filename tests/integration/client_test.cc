@@ -1,0 +1,589 @@
+// Integration tests of the client library (ms_rendezvous::Client, RunScheduler) against an
+// in-process RendezvousServer on 127.0.0.1 port 0, plus a scripted fake daemon for the answers
+// a real one gives only in a race (a draining daemon's CANCELLED) or not yet (a job that fails
+// after it completed). The only fixed ports are ones picked free at runtime (FreePort).
+#include "ms_rendezvous/client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
+#include "ms_rendezvous/options.h"
+#include "ms_rendezvous/scheduler.h"
+#include "server/server.h"
+#include "test_util.h"
+
+namespace ms_rendezvous {
+namespace {
+
+namespace pb = ::ms::rendezvous::v1;
+using ::ms_rendezvous::testing::IsOk;
+using ::ms_rendezvous::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+// A loopback port that was free a moment ago (for servers that must start on a port the
+// client was told in advance).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    socklen_t len = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      port = ntohs(addr.sin_port);
+    }
+  }
+  close(fd);
+  return port;
+}
+
+std::unique_ptr<server::RendezvousServer> StartServer(int port = 0) {
+  server::ServerOptions o;
+  o.listen = absl::StrCat("127.0.0.1:", port);
+  o.registry.default_topo_timeout = absl::Seconds(30);
+  auto s = server::RendezvousServer::Start(o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+ClientOptions WorkerOptions(int port, const std::string& job, uint32_t workers,
+                            const std::string& node_id = "") {
+  ClientOptions o;
+  o.role = Role::kWorker;
+  o.sched_host = "127.0.0.1";
+  o.sched_port = port;
+  o.worker_num = workers;
+  o.job_id = job;
+  o.node_id = node_id;
+  o.topo_timeout = absl::Seconds(20);
+  o.heartbeat_interval_lower = o.heartbeat_interval_upper = absl::Milliseconds(50);
+  return o;
+}
+
+std::unique_ptr<Client> MakeClient(const ClientOptions& o) {
+  auto c = Client::Create(o);
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? std::move(*c) : nullptr;
+}
+
+// Joins every client on its own thread (Join blocks until the job is complete).
+std::vector<absl::StatusOr<Topology>> JoinAll(const std::vector<std::unique_ptr<Client>>& clients) {
+  std::vector<std::future<absl::StatusOr<Topology>>> futures;
+  for (const auto& c : clients) {
+    futures.push_back(std::async(std::launch::async, [&c] { return c->Join(); }));
+  }
+  std::vector<absl::StatusOr<Topology>> out;
+  for (auto& f : futures) out.push_back(f.get());
+  return out;
+}
+
+// Waits up to `timeout` for `pred` (polled).
+template <typename Pred>
+bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (pred()) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return pred();
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = StartServer();
+    ASSERT_NE(server_, nullptr);
+  }
+
+  ClientOptions Options(const std::string& job, uint32_t workers, const std::string& node_id = "") {
+    return WorkerOptions(server_->port(), job, workers, node_id);
+  }
+
+  std::unique_ptr<server::RendezvousServer> server_;
+};
+
+TEST_F(ClientTest, Join_FourClientsOnThreads_RanksOnceSameGeneration) {
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 4; ++i) {
+    // Two simulated hosts, interleaved: ranks are contiguous per host.
+    ClientOptions o = Options("four", 4);
+    o.worker_ip = i % 2 ? "10.3.0.2" : "10.3.0.1";
+    o.device_id = i / 2;
+    clients.push_back(MakeClient(o));
+  }
+  std::vector<absl::StatusOr<Topology>> topos = JoinAll(clients);
+  std::set<uint32_t> ranks;
+  std::set<uint64_t> generations;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(topos[i].ok()) << topos[i].status();
+    const Topology& t = *topos[i];
+    ranks.insert(t.rank);
+    generations.insert(t.generation);
+    EXPECT_EQ(t.rank, (i % 2 ? 2u : 0u) + i / 2);
+    EXPECT_EQ(t.world_size, 4u);
+    EXPECT_EQ(t.local_rank, static_cast<uint32_t>(i / 2));
+    EXPECT_EQ(t.local_world_size, 2u);
+    EXPECT_EQ(t.node_rank, i % 2 ? 1u : 0u);
+    EXPECT_EQ(t.num_nodes, 2u);
+    EXPECT_EQ(t.job_id, "four");
+    EXPECT_EQ(t.node_id, clients[i]->options().node_id);
+    EXPECT_EQ(t.host, i % 2 ? "10.3.0.2" : "10.3.0.1");
+  }
+  EXPECT_EQ(ranks, (std::set<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(generations.size(), 1u);
+  for (auto& c : clients) EXPECT_THAT(c->Leave(), IsOk());
+  auto job = server_->registry().GetJob("four");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, core::JobState::kFinished);
+}
+
+// Members() pages through the table 1,000 at a time. 1,199 members register straight with the
+// server's registry (a client per member would make this test a load test); the client is the
+// 1,200th, so the table spans two pages.
+TEST_F(ClientTest, Members_JobOf1200_AllMembersAcrossPages) {
+  constexpr uint32_t kMembers = 1200;
+  std::atomic<int> completed{0};
+  for (uint32_t i = 0; i + 1 < kMembers; ++i) {
+    core::MemberSpec spec;
+    spec.job_id = "big";
+    spec.role = core::Role::kWorker;
+    spec.node_id = absl::StrCat("direct-", i);
+    spec.host = absl::StrCat("10.4.", i / 200, ".1");
+    spec.host_name = "direct";
+    spec.worker_num = kMembers;
+    spec.topo_timeout_ms = 20000;
+    server_->registry().Join(spec, [&completed](absl::StatusOr<core::Topology> t) {
+      if (t.ok()) completed.fetch_add(1);
+    });
+  }
+  std::unique_ptr<Client> client = MakeClient(Options("big", kMembers, "via-client"));
+  absl::StatusOr<Topology> topo = client->Join();
+  ASSERT_TRUE(topo.ok()) << topo.status();
+  EXPECT_EQ(topo->world_size, kMembers);
+  EXPECT_TRUE(Eventually([&] { return completed.load() == static_cast<int>(kMembers) - 1; }));
+
+  absl::StatusOr<std::vector<MemberInfo>> members = client->Members();
+  ASSERT_TRUE(members.ok()) << members.status();
+  ASSERT_EQ(members->size(), kMembers);
+  std::set<std::string> node_ids;
+  std::set<uint32_t> ranks;
+  for (const MemberInfo& m : *members) {
+    node_ids.insert(m.node_id);
+    ASSERT_TRUE(m.rank.has_value()) << m.node_id;
+    ranks.insert(*m.rank);
+    EXPECT_EQ(m.state, MemberState::kActive) << m.node_id;
+  }
+  EXPECT_EQ(node_ids.size(), kMembers);
+  EXPECT_EQ(ranks.size(), kMembers);
+  EXPECT_EQ(*ranks.rbegin(), kMembers - 1);
+  EXPECT_TRUE(node_ids.count("via-client"));
+  EXPECT_TRUE(node_ids.count("direct-1198"));
+}
+
+TEST_F(ClientTest, Members_UnknownJob_NotFound) {
+  std::unique_ptr<Client> client = MakeClient(Options("nobody-here", 1));
+  EXPECT_THAT(client->Members(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nobody-here")));
+}
+
+TEST_F(ClientTest, Watch_OtherMemberLeaves_ReceivesMemberLeft) {
+  std::vector<std::unique_ptr<Client>> clients;
+  clients.push_back(MakeClient(Options("watched", 2, "stayer")));
+  clients.push_back(MakeClient(Options("watched", 2, "leaver")));
+  for (const auto& t : JoinAll(clients)) ASSERT_TRUE(t.ok()) << t.status();
+
+  absl::Mutex mu;
+  std::vector<JobEvent> events;
+  auto watch = clients[0]->Watch([&](const JobEvent& e) {
+    absl::MutexLock l(&mu);
+    events.push_back(e);
+  });
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  ASSERT_THAT(clients[1]->Leave(), IsOk());
+
+  auto left_seen = [&] {
+    absl::MutexLock l(&mu);
+    for (const JobEvent& e : events) {
+      if (e.type == JobEventType::kMemberLeft) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(Eventually(left_seen)) << "no member_left event within 10 s";
+  {
+    absl::MutexLock l(&mu);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().type, JobEventType::kSnapshot);
+    EXPECT_EQ(events.front().job_state, JobState::kComplete);
+    for (const JobEvent& e : events) {
+      if (e.type != JobEventType::kMemberLeft) continue;
+      ASSERT_TRUE(e.member.has_value());
+      EXPECT_EQ(e.member->node_id, "leaver");
+      EXPECT_EQ(e.job_state, JobState::kComplete);  // "stayer" is still in
+    }
+  }
+  EXPECT_THAT((*watch)->Stop(), IsOk());
+  EXPECT_TRUE((*watch)->Done());
+}
+
+TEST_F(ClientTest, Watch_UnknownJob_NotFound) {
+  std::unique_ptr<Client> client = MakeClient(Options("never-formed", 1));
+  auto watch = client->Watch([](const JobEvent&) {});
+  EXPECT_THAT(watch, StatusIs(absl::StatusCode::kNotFound, HasSubstr("never-formed")));
+}
+
+TEST_F(ClientTest, Leave_Twice_SecondIsOkAndJobFinished) {
+  std::unique_ptr<Client> client = MakeClient(Options("solo", 1));
+  ASSERT_TRUE(client->Join().ok());
+  EXPECT_THAT(client->Leave(), IsOk());
+  EXPECT_THAT(client->Leave(), IsOk());
+  auto job = server_->registry().GetJob("solo");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, core::JobState::kFinished);
+}
+
+TEST_F(ClientTest, Leave_BeforeJoin_FailedPrecondition) {
+  std::unique_ptr<Client> client = MakeClient(Options("solo", 1));
+  EXPECT_THAT(client->Leave(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("before a successful")));
+}
+
+TEST_F(ClientTest, Join_Twice_SecondRefusedWithFailedPrecondition) {
+  std::unique_ptr<Client> client = MakeClient(Options("once", 1));
+  absl::StatusOr<Topology> first = client->Join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(client->Join(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       AllOf(HasSubstr("already joined job once"),
+                                             HasSubstr("Leave() before joining again"))));
+  // After Leave the same client may join again (a new incarnation of a new job).
+  ASSERT_THAT(client->Leave(), IsOk());
+}
+
+TEST_F(ClientTest, Join_SameNodeIdWhileFirstWaits_AlreadyExistsAtOnce) {
+  std::unique_ptr<Client> first = MakeClient(Options("dup", 2, "twin"));
+  std::unique_ptr<Client> second = MakeClient(Options("dup", 2, "twin"));
+  std::unique_ptr<Client> other = MakeClient(Options("dup", 2, "other"));
+  auto waiting = std::async(std::launch::async, [&] { return first->Join(); });
+  ASSERT_TRUE(Eventually([&] {
+    auto job = server_->registry().GetJob("dup");
+    return job.ok();
+  }));
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(second->Join(), StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("'twin'")));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  // The refused duplicate did not disturb the job: it still forms with the right member.
+  absl::StatusOr<Topology> t = other->Join();
+  ASSERT_TRUE(t.ok()) << t.status();
+  absl::StatusOr<Topology> w = waiting.get();
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->node_id, "twin");
+}
+
+TEST(ClientRetryTest, Join_ServerStartsHalfASecondLater_SucceedsThanksToRetry) {
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  std::unique_ptr<Client> client = MakeClient(WorkerOptions(port, "late", 1));
+  auto joined = std::async(std::launch::async, [&] { return client->Join(); });
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_EQ(joined.wait_for(std::chrono::seconds(0)), std::future_status::timeout)
+      << "Join returned before the server existed";
+  std::unique_ptr<server::RendezvousServer> server = StartServer(port);
+  ASSERT_NE(server, nullptr);
+  const absl::Time started = absl::Now();
+  ASSERT_EQ(joined.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  absl::StatusOr<Topology> t = joined.get();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->rank, 0u);
+  EXPECT_EQ(t->world_size, 1u);
+  // Reached promptly once up (the reconnect backoff is capped at 2 s).
+  EXPECT_LT(absl::Now() - started, absl::Seconds(4));
+  EXPECT_THAT(client->Leave(), IsOk());
+}
+
+TEST(ClientRetryTest, Join_NothingListening_UnavailableAfterTopoTimeoutNamingAddress) {
+  const int port = FreePort();
+  ASSERT_GT(port, 0);
+  const std::map<std::string, std::string> env = {
+      {"MS_ROLE", "MS_WORKER"},
+      {"MS_SCHED_HOST", "127.0.0.1"},
+      {"MS_SCHED_PORT", absl::StrCat(port)},
+      {"MS_WORKER_NUM", "2"},
+      {"MS_TOPO_TIMEOUT", "2"},
+      {"MS_JOB_ID", "nowhere"},
+  };
+  absl::StatusOr<ClientOptions> o =
+      ParseClientOptions([&env](const std::string& name) -> std::optional<std::string> {
+        auto it = env.find(name);
+        if (it == env.end()) return std::nullopt;
+        return it->second;
+      });
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->topo_timeout, absl::Seconds(2));
+  std::unique_ptr<Client> client = MakeClient(*o);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Topology> t = client->Join();
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_THAT(t, StatusIs(absl::StatusCode::kUnavailable,
+                          AllOf(HasSubstr(absl::StrCat("scheduler 127.0.0.1:", port)),
+                                HasSubstr("unreachable for 2s (MS_TOPO_TIMEOUT)"),
+                                HasSubstr("MS_SCHED_HOST/MS_SCHED_PORT"))));
+  EXPECT_GE(took, absl::Seconds(2));
+  EXPECT_LT(took, absl::Seconds(5));
+  EXPECT_THAT(client->SessionStatus(), IsOk());  // never joined: no session to lose
+}
+
+// --- The draining daemon's CANCELLED (regression: the client gave up with "CANCELLED") ---
+
+// A scripted daemon: Join answers CANCELLED for the first `cancelled_joins` calls (forever when
+// negative) - what a draining ms-rendezvousd answers to a call arriving after its shutdown
+// began - then completes a one-member job. Heartbeat reports `heartbeat_job_state`.
+class FakeDaemon final : public pb::Rendezvous::Service {
+ public:
+  explicit FakeDaemon(int cancelled_joins) : cancelled_joins_(cancelled_joins) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+  }
+  ~FakeDaemon() override { server_->Shutdown(std::chrono::system_clock::now()); }
+
+  int port() const { return port_; }
+  int joins() const { return joins_.load(); }
+  int heartbeats() const { return heartbeats_.load(); }
+  void set_heartbeat_job_state(pb::JobState s) { heartbeat_job_state_.store(s); }
+
+  grpc::Status Join(grpc::ServerContext*, const pb::JoinRequest* req,
+                    pb::JoinResponse* resp) override {
+    const int n = joins_.fetch_add(1);
+    if (cancelled_joins_ < 0 || n < cancelled_joins_) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "");
+    }
+    pb::Topology* t = resp->mutable_topology();
+    t->set_job_id(req->member().job_id());
+    t->set_role(req->member().role());
+    t->set_node_id(req->member().node_id());
+    t->set_rank(0);
+    t->set_world_size(1);
+    t->set_local_world_size(1);
+    t->set_num_nodes(1);
+    t->set_host("127.0.0.1");
+    t->set_generation(1);
+    t->set_incarnation(7);
+    t->set_worker_num(1);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Heartbeat(grpc::ServerContext*, const pb::HeartbeatRequest*,
+                         pb::HeartbeatResponse* resp) override {
+    heartbeats_.fetch_add(1);
+    resp->set_job_state(heartbeat_job_state_.load());
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Leave(grpc::ServerContext*, const pb::LeaveRequest*, pb::LeaveResponse*) override {
+    return grpc::Status::OK;
+  }
+
+ private:
+  const int cancelled_joins_;
+  std::atomic<int> joins_{0};
+  std::atomic<int> heartbeats_{0};
+  std::atomic<pb::JobState> heartbeat_job_state_{pb::JOB_STATE_COMPLETE};
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+TEST(ClientCancelledTest, Join_DaemonCancelsTwiceNotCausedByClient_RetriesAndJoins) {
+  FakeDaemon daemon(/*cancelled_joins=*/2);
+  ASSERT_GT(daemon.port(), 0);
+  std::unique_ptr<Client> client = MakeClient(WorkerOptions(daemon.port(), "drained", 1));
+  absl::StatusOr<Topology> t = client->Join();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->incarnation, 7u);
+  EXPECT_EQ(daemon.joins(), 3);
+}
+
+TEST(ClientCancelledTest, Join_DaemonCancelsUntilTopoTimeout_UnavailableNamingLastError) {
+  FakeDaemon daemon(/*cancelled_joins=*/-1);
+  ASSERT_GT(daemon.port(), 0);
+  ClientOptions o = WorkerOptions(daemon.port(), "drained", 1);
+  o.topo_timeout = absl::Seconds(1);
+  std::unique_ptr<Client> client = MakeClient(o);
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Topology> t = client->Join();
+  EXPECT_THAT(t, StatusIs(absl::StatusCode::kUnavailable,
+                          AllOf(HasSubstr(absl::StrCat("scheduler 127.0.0.1:", daemon.port(),
+                                                       " unreachable for 1s")),
+                                HasSubstr("last error: CANCELLED"))));
+  EXPECT_GE(absl::Now() - start, absl::Seconds(1));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4));
+  EXPECT_GT(daemon.joins(), 1);
+}
+
+// The real race, in process: the member is parked when the server drains. Whatever the retry
+// meets (UNAVAILABLE "shutting down", CANCELLED while draining, connection refused after), the
+// final answer is UNAVAILABLE at the topology timeout, never CANCELLED.
+TEST_F(ClientTest, Join_ServerDrainsWhileParked_UnavailableAtTopoTimeoutNotCancelled) {
+  ClientOptions o = Options("drain", 2);
+  o.topo_timeout = absl::Seconds(2);
+  std::unique_ptr<Client> client = MakeClient(o);
+  const absl::Time start = absl::Now();
+  auto joined = std::async(std::launch::async, [&] { return client->Join(); });
+  ASSERT_TRUE(Eventually([&] { return server_->registry().GetJob("drain").ok(); }));
+  server_->Shutdown(absl::Seconds(1));
+  absl::StatusOr<Topology> t = joined.get();
+  EXPECT_THAT(t, StatusIs(absl::StatusCode::kUnavailable,
+                          AllOf(HasSubstr(server_->address()), HasSubstr("unreachable for 2s"))));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(6));
+}
+
+// --- SessionStatus ---
+
+// A completed job cannot fail in today's core (only formation times out), so the daemon's
+// report comes from the scripted daemon: the next heartbeat turns the session Aborted.
+TEST(ClientSessionTest, SessionStatus_DaemonReportsJobFailed_AbortedNamingJob) {
+  FakeDaemon daemon(/*cancelled_joins=*/0);
+  std::unique_ptr<Client> client = MakeClient(WorkerOptions(daemon.port(), "doomed", 1));
+  ASSERT_TRUE(client->Join().ok());
+  ASSERT_TRUE(Eventually([&] { return daemon.heartbeats() > 0; }));
+  EXPECT_THAT(client->SessionStatus(), IsOk());
+  daemon.set_heartbeat_job_state(pb::JOB_STATE_FAILED);
+  ASSERT_TRUE(Eventually([&] { return !client->SessionStatus().ok(); }));
+  EXPECT_THAT(client->SessionStatus(), StatusIs(absl::StatusCode::kAborted,
+                                                AllOf(HasSubstr("job doomed failed"),
+                                                      HasSubstr("ms-rendezvousctl job doomed"))));
+  // Heartbeats stopped: beating on for a failed job is pointless.
+  const int beats = daemon.heartbeats();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(daemon.heartbeats(), beats);
+}
+
+// The in-memory daemon restarted (same port) and no longer knows the job: Aborted, re-join.
+TEST(ClientSessionTest, SessionStatus_DaemonRestartedWithoutTheJob_AbortedRejoin) {
+  std::unique_ptr<server::RendezvousServer> server = StartServer();
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  std::unique_ptr<Client> client = MakeClient(WorkerOptions(port, "restarted", 1));
+  ASSERT_TRUE(client->Join().ok());
+  EXPECT_THAT(client->SessionStatus(), IsOk());
+  server->Shutdown(absl::ZeroDuration());
+  server.reset();
+  server = StartServer(port);
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(Eventually([&] { return !client->SessionStatus().ok(); }));
+  EXPECT_THAT(client->SessionStatus(),
+              StatusIs(absl::StatusCode::kAborted,
+                       AllOf(HasSubstr("heartbeat rejected"), HasSubstr("re-join the job"))));
+}
+
+// The job failed while this member waited (topology timeout): Join says who is missing, and
+// there never was a session to lose.
+TEST_F(ClientTest, SessionStatus_JobFailedWhileJoining_JoinDeadlineExceededSessionOk) {
+  ClientOptions o = Options("half", 2, "0");
+  o.topo_timeout = absl::Seconds(1);
+  std::unique_ptr<Client> client = MakeClient(o);
+  EXPECT_THAT(client->Join(), StatusIs(absl::StatusCode::kDeadlineExceeded,
+                                       AllOf(HasSubstr("Topology build timed out: job 'half'"),
+                                             HasSubstr("missing ranks [1]"))));
+  auto job = server_->registry().GetJob("half");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, core::JobState::kFailed);
+  EXPECT_THAT(client->SessionStatus(), IsOk());
+  EXPECT_THAT(client->Leave(), StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("half")));
+}
+
+// --- RunScheduler (embedded scheduler, MS_ROLE=MS_SCHED) ---
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  // Runs the scheduler on a free port on its own thread; returns once it listens.
+  void StartScheduler(const std::string& job, absl::Duration topo_timeout) {
+    port_ = FreePort();
+    ASSERT_GT(port_, 0);
+    ClientOptions o;
+    o.role = Role::kScheduler;
+    o.sched_host = "127.0.0.1";
+    o.sched_port = port_;
+    o.job_id = job;
+    o.topo_timeout = topo_timeout;
+    auto listening = std::make_shared<std::promise<std::string>>();
+    SchedulerHooks hooks;
+    hooks.on_listening = [listening](const std::string& address) { listening->set_value(address); };
+    result_ = std::async(std::launch::async, [o, hooks] { return RunScheduler(o, hooks); });
+    auto address = listening->get_future();
+    ASSERT_EQ(address.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+        << (result_.wait_for(std::chrono::seconds(0)) == std::future_status::ready
+                ? result_.get().ToString()
+                : std::string("still starting"));
+    EXPECT_EQ(address.get(), absl::StrCat("127.0.0.1:", port_));
+  }
+
+  absl::Status SchedulerResult(absl::Duration timeout = absl::Seconds(15)) {
+    if (result_.wait_for(absl::ToChronoSeconds(timeout)) != std::future_status::ready) {
+      return absl::DeadlineExceededError("RunScheduler did not return");
+    }
+    return result_.get();
+  }
+
+  int port_ = 0;
+  std::future<absl::Status> result_;
+};
+
+TEST_F(SchedulerTest, RunScheduler_JobFinishes_Ok) {
+  StartScheduler("embedded", absl::Seconds(20));
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 2; ++i) clients.push_back(MakeClient(WorkerOptions(port_, "embedded", 2)));
+  for (const auto& t : JoinAll(clients)) ASSERT_TRUE(t.ok()) << t.status();
+  for (auto& c : clients) EXPECT_THAT(c->Leave(), IsOk());
+  EXPECT_THAT(SchedulerResult(), IsOk());
+}
+
+TEST_F(SchedulerTest, RunScheduler_JobFails_AbortedWithReason) {
+  StartScheduler("short", absl::Seconds(20));
+  ClientOptions o = WorkerOptions(port_, "short", 2, "1");
+  o.topo_timeout = absl::Seconds(1);
+  std::unique_ptr<Client> client = MakeClient(o);
+  EXPECT_THAT(client->Join(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("missing ranks [0]")));
+  EXPECT_THAT(SchedulerResult(),
+              StatusIs(absl::StatusCode::kAborted,
+                       AllOf(HasSubstr("job short failed"), HasSubstr("timed out"))));
+}
+
+TEST_F(SchedulerTest, RunScheduler_NobodyJoins_DeadlineExceededNamingJob) {
+  StartScheduler("empty", absl::Seconds(1));
+  EXPECT_THAT(SchedulerResult(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded,
+                       AllOf(HasSubstr("no member of job empty"), HasSubstr("MS_JOB_ID=empty"))));
+}
+
+TEST(SchedulerArgsTest, RunScheduler_WorkerRole_InvalidArgument) {
+  ClientOptions o = WorkerOptions(1, "x", 1);
+  EXPECT_THAT(RunScheduler(o),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs MS_ROLE=MS_SCHED")));
+}
+
+}  // namespace
+}  // namespace ms_rendezvous
