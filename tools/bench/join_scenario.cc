@@ -143,19 +143,44 @@ double Percentile(const std::vector<int64_t>& sorted_ns, double p) {
 
 }  // namespace
 
-absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& hooks) {
-  JoinResult result;
-  const uint32_t n = options.members;
-  if (hooks.before_connect) hooks.before_connect();
+// What a member needs to leave once the bench is done with it.
+struct Joined {
+  uint32_t index;  // node id NodeId(options, index)
+  uint64_t incarnation;
+};
 
+struct JoinBench::Impl {
+  JoinOptions options;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  std::vector<std::unique_ptr<v1::Rendezvous::Stub>> stubs;
+  // Per round: its job id and the members that joined.
+  std::vector<std::pair<std::string, std::vector<Joined>>> joined;
+};
+
+JoinBench::JoinBench(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+JoinBench::~JoinBench() = default;
+
+absl::StatusOr<std::unique_ptr<JoinBench>> JoinBench::Connect(const JoinOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
   int64_t connect_start = NowNs();
   LOG(INFO) << "connecting " << options.connections << " channels to " << options.server;
   absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> channels = ConnectChannels(options);
   if (!channels.ok()) return channels.status();
-  result.connect_s = static_cast<double>(NowNs() - connect_start) / 1e9;
-  std::vector<std::unique_ptr<v1::Rendezvous::Stub>> stubs;
-  stubs.reserve(channels->size());
-  for (auto& channel : *channels) stubs.push_back(v1::Rendezvous::NewStub(channel));
+  double connect_s = static_cast<double>(NowNs() - connect_start) / 1e9;
+  impl->channels = std::move(*channels);
+  impl->stubs.reserve(impl->channels.size());
+  for (auto& channel : impl->channels) impl->stubs.push_back(v1::Rendezvous::NewStub(channel));
+  std::unique_ptr<JoinBench> bench(new JoinBench(std::move(impl)));
+  bench->connect_s_ = connect_s;
+  return bench;
+}
+
+JoinResult JoinBench::Join(const std::string& job_id, const JoinHooks& hooks) {
+  const JoinOptions& options = impl_->options;
+  const auto& stubs = impl_->stubs;
+  JoinResult result;
+  const uint32_t n = options.members;
 
   // Everything a call needs is built before the clock starts.
   auto calls = std::make_unique<JoinCall[]>(n);
@@ -171,7 +196,7 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
   for (uint32_t i = 0; i < n; ++i) {
     JoinCall& call = calls[i];
     v1::MemberSpec* spec = call.request.mutable_member();
-    spec->set_job_id(options.job_id);
+    spec->set_job_id(job_id);
     spec->set_role(v1::ROLE_WORKER);
     spec->set_node_id(NodeId(options, i));
     spec->set_host_name("ms-rendezvous-bench");
@@ -183,7 +208,7 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
   }
 
   if (hooks.before_joins) hooks.before_joins();
-  LOG(INFO) << "joining " << n << " members to job " << options.job_id;
+  LOG(INFO) << "joining " << n << " members to job " << job_id;
   double cpu_start = CpuSeconds();
   // Members are started back to back, as a launcher starting N processes would; the daemon sees
   // them arrive while earlier ones are already parked.
@@ -273,44 +298,57 @@ absl::StatusOr<JoinResult> RunJoin(const JoinOptions& options, const JoinHooks& 
   }
   if (mixed_generations) result.problems.push_back("members saw different generations");
 
-  // Leave, so a shared daemon ends up with a FINISHED job rather than N silent members that its
-  // failure detector would later have to time out. Not timed.
-  if (result.ok > 0) {
-    auto leaves = std::make_unique<LeaveCall[]>(result.ok);
-    Countdown left(result.ok);
+  std::vector<Joined> members;
+  members.reserve(result.ok);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (calls[i].status.ok()) members.push_back({i, calls[i].response.topology().incarnation()});
+  }
+  impl_->joined.emplace_back(job_id, std::move(members));
+  return result;
+}
+
+std::vector<std::string> JoinBench::LeaveAll() {
+  const JoinOptions& options = impl_->options;
+  const auto& stubs = impl_->stubs;
+  std::vector<std::string> problems;
+  // One round's members at a time: as many calls in flight as a round had, no more.
+  for (const auto& [job_id, members] : impl_->joined) {
+    if (members.empty()) continue;
+    auto leaves = std::make_unique<LeaveCall[]>(members.size());
+    Countdown left(members.size());
     auto leave_deadline = std::chrono::system_clock::now() + std::chrono::seconds(60);
-    uint64_t j = 0;
-    for (uint32_t i = 0; i < n; ++i) {
-      if (!calls[i].status.ok()) continue;
-      LeaveCall& leave = leaves[j++];
-      const v1::Topology& topo = calls[i].response.topology();
+    for (size_t k = 0; k < members.size(); ++k) {
+      LeaveCall& leave = leaves[k];
       v1::MemberRef* ref = leave.request.mutable_member();
-      ref->set_job_id(topo.job_id().empty() ? options.job_id : topo.job_id());
+      ref->set_job_id(job_id);
       ref->set_role(v1::ROLE_WORKER);
-      ref->set_node_id(calls[i].request.member().node_id());
-      ref->set_incarnation(topo.incarnation());
+      ref->set_node_id(NodeId(options, members[k].index));
+      ref->set_incarnation(members[k].incarnation);
       leave.ctx.set_deadline(leave_deadline);
       leave.countdown = &left;
-      stubs[i % stubs.size()]->async()->Leave(&leave.ctx, &leave.request, &leave.response, &leave);
+      stubs[members[k].index % stubs.size()]->async()->Leave(&leave.ctx, &leave.request,
+                                                             &leave.response, &leave);
       leave.StartCall();
     }
     left.Wait();
-    std::string first_leave_error;
-    for (uint64_t k = 0; k < result.ok; ++k) {
+    uint64_t failed = 0;
+    std::string first_error;
+    for (size_t k = 0; k < members.size(); ++k) {
       if (leaves[k].status.ok()) continue;
-      ++result.leave_errors;
-      if (first_leave_error.empty()) {
-        first_leave_error = absl::StrCat(
+      ++failed;
+      if (first_error.empty()) {
+        first_error = absl::StrCat(
             absl::StatusCodeToString(static_cast<absl::StatusCode>(leaves[k].status.error_code())),
             ": ", leaves[k].status.error_message());
       }
     }
-    if (result.leave_errors > 0) {
-      result.problems.push_back(absl::StrCat(result.leave_errors, " of ", result.ok,
-                                             " leaves failed; first: ", first_leave_error));
+    if (failed > 0) {
+      problems.push_back(absl::StrCat("job ", job_id, ": ", failed, " of ", members.size(),
+                                      " leaves failed; first: ", first_error));
     }
   }
-  return result;
+  impl_->joined.clear();
+  return problems;
 }
 
 }  // namespace ms_rendezvous::bench

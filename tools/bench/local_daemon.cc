@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -70,6 +72,47 @@ absl::StatusOr<ProcStats> ReadProcStats(pid_t pid) {
     if (!absl::SimpleAtoi(line, target)) return absl::InternalError("malformed /proc/PID/status");
   }
   return stats;
+}
+
+absl::Status ResetPeakRss(pid_t pid) {
+  std::string path = absl::StrCat("/proc/", pid, "/clear_refs");
+  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return absl::ErrnoToStatus(err, absl::StrCat("open ", path));
+  }
+  ssize_t written = write(fd, "5", 1);
+  int err = errno;
+  close(fd);
+  if (written != 1) return absl::ErrnoToStatus(err, absl::StrCat("write ", path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SettledStats> WaitForRssToSettle(pid_t pid, absl::Duration min_wait,
+                                                absl::Duration max_wait, absl::Duration interval,
+                                                double tolerance) {
+  absl::Time start = absl::Now();
+  absl::StatusOr<ProcStats> previous = ReadProcStats(pid);
+  if (!previous.ok()) return previous.status();
+  SettledStats settled;
+  while (true) {
+    absl::SleepFor(interval);
+    absl::StatusOr<ProcStats> current = ReadProcStats(pid);
+    if (!current.ok()) return current.status();
+    absl::Duration waited = absl::Now() - start;
+    settled.stats = *current;
+    settled.waited_s = absl::ToDoubleSeconds(waited);
+    double base = static_cast<double>(std::max<int64_t>(previous->rss_kib, 1));
+    double change = std::abs(static_cast<double>(current->rss_kib - previous->rss_kib)) / base;
+    VLOG(1) << "pid " << pid << " rss " << current->rss_kib << " KiB after " << settled.waited_s
+            << " s";
+    if (change < tolerance && waited >= min_wait) {
+      settled.stable = true;
+      return settled;
+    }
+    if (waited >= max_wait) return settled;
+    previous = current;
+  }
 }
 
 absl::StatusOr<std::string> SelfDir() {

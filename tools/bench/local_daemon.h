@@ -29,6 +29,26 @@ struct ProcStats {
 // /proc has an unexpected format.
 absl::StatusOr<ProcStats> ReadProcStats(pid_t pid);
 
+// Resets the process's VmHWM to its current RSS (writes "5" to /proc/PID/clear_refs, Linux >= 4.0),
+// so a later VmHWM is the peak of what happened since. Errors: PermissionDenied/NotFound when the
+// file cannot be written (another user's process, an old kernel, a restricted /proc).
+absl::Status ResetPeakRss(pid_t pid);
+
+// How a process's RSS settled: the last reading, how long it took, and whether it was stable.
+struct SettledStats {
+  ProcStats stats;      // the last reading (VmHWM included)
+  double waited_s = 0;  // from the call to the last reading
+  bool stable = false;  // false: max_wait passed while RSS was still changing
+};
+
+// Polls /proc/PID/status every `interval` until two consecutive VmRSS readings differ by less than
+// `tolerance` (relative) and at least `min_wait` has passed, or `max_wait` has passed.
+// Errors: those of ReadProcStats.
+absl::StatusOr<SettledStats> WaitForRssToSettle(pid_t pid, absl::Duration min_wait,
+                                                absl::Duration max_wait,
+                                                absl::Duration interval = absl::Milliseconds(100),
+                                                double tolerance = 0.01);
+
 // Directory of the running executable (/proc/self/exe), where build/bin puts ms-rendezvousd.
 absl::StatusOr<std::string> SelfDir();
 

@@ -1,18 +1,39 @@
 // ms-rendezvous-bench: load generator for ms-rendezvousd.
 //
 //   ms-rendezvous-bench join --members N [--connections C] [--server HOST:PORT] [--job-id ID]
-//                            [--topo-timeout-s S] [--named-nodes] [--daemon-pid PID]
-//                            [--daemon PATH] [--daemon-arg ARG]...
+//                            [--topo-timeout-s S] [--named-nodes] [--warmup] [--repeat K]
+//                            [--daemon-pid PID] [--daemon PATH] [--daemon-arg ARG]...
 //
 // Without --server it starts its own daemon (ms-rendezvousd next to this executable, on a free
 // port) and stops it afterwards, so the daemon's CPU and RSS can be read from /proc. Prints a human
-// table, then ONE JSON line (the machine-readable result). Exit 0 only when every member got a
-// distinct rank 0..N-1 and nothing failed; 1 when the run failed; 2 on usage errors.
+// table, then ONE JSON line (the machine-readable result). Exit 0 only when every member of every
+// round got a distinct rank 0..N-1 and nothing failed; 1 when the run failed; 2 on usage errors.
+//
+// The channels are connected once; an optional warm-up round and the K measured rounds (each its
+// own job) run over them, and every member stays joined until all rounds are done, then leaves.
+//
+// Memory figures (of the FIRST measured round, so "--warmup or not" decides what they describe):
+//   before  = daemon VmRSS right before the round's first Join (channels READY; an earlier round
+//             settled, its members still joined);
+//   peak    = daemon VmHWM during the round (VmHWM is reset right after `before`);
+//   settled = daemon VmRSS once every topology was delivered and RSS stopped changing, with the
+//             members still joined: polled every 100 ms until two consecutive readings differ by
+//             < 1% and >= 1.2 s passed (one period of the daemon's malloc_trim), or 3 s passed.
+//   peak_rss_per_member_bytes     = (peak - before) / N: transient, mostly gRPC per-call state of
+//                                   the parked Join calls;
+//   retained_rss_per_member_bytes = (settled - before) / N: what the joined members keep (plus,
+//                                   on a cold daemon, the pools its first storm grew);
+//   rss_per_member_bytes          = the retained figure (kept under its historical name).
+// Linux keeps RSS in per-CPU counters, so each reading is approximate to a few hundred KiB:
+// per-member figures of small N carry that error divided by N.
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +69,13 @@ constexpr char kUsage[] =
     "  --job-id ID          job to join (default bench-<pid>-<unix time>, fresh per run)\n"
     "  --topo-timeout-s S   MS_TOPO_TIMEOUT sent by the members (default 60)\n"
     "  --named-nodes        non-numeric node ids, so the daemon sorts members into ranks\n"
+    "  --warmup             first run one untimed round of the same size (job ID-warmup), so\n"
+    "                       the figures are those of a daemon that has served a storm before,\n"
+    "                       without the first storm's gRPC pool growth\n"
+    "  --repeat K           measured rounds, each with a fresh job id ID-r1..ID-rK (default 1);\n"
+    "                       timing figures are the median round's (for even K the faster of the\n"
+    "                       two middle ones), memory figures the first measured round's.\n"
+    "                       Members of every round stay joined until the last round ended\n"
     "  --daemon-pid PID     pid of the daemon behind --server (same host), for CPU/RSS figures\n"
     "  --daemon PATH        daemon binary to start (default: ms-rendezvousd next to this binary)\n"
     "  --daemon-arg ARG     extra argument for the started daemon (repeatable)\n";
@@ -56,9 +84,28 @@ constexpr char kUsage[] =
 // stdio, /proc reads. Generous, because running out mid-run shows up as confusing UNAVAILABLEs.
 constexpr uint64_t kSpareFds = 128;
 
+// "Settled" daemon RSS: polled every 100 ms until two readings differ by < 1%, at most this long.
+constexpr absl::Duration kSettleMaxWait = absl::Seconds(3);
+// After a storm, the daemon trims malloc from its deadline thread (which runs at least once a
+// second) once >= 1000 Joins completed. An idle daemon's RSS is "stable" at once, so waiting for
+// stability alone could read RSS before that trim; wait one trim period (plus margin) first.
+constexpr absl::Duration kSettleMinWait = absl::Milliseconds(1200);
+
+// One round of the join scenario with the daemon samples at its phase boundaries.
+struct Round {
+  std::string job_id;
+  JoinResult run;
+  ProcStats before;      // calls built, no Join sent yet (the previous round settled)
+  ProcStats joined;      // every Join answered (for the CPU figure)
+  SettledStats settled;  // RSS settled with the members still joined; peak_kib = the join phase's
+  bool peak_reset = false;  // VmHWM was reset at `before`; else it is since daemon start
+};
+
 struct Args {
   std::string scenario;
   JoinOptions join;
+  bool warmup = false;
+  uint32_t repeat = 1;
   bool connections_set = false;
   std::optional<std::string> server;
   std::optional<pid_t> daemon_pid;
@@ -84,6 +131,10 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       args->join.named_nodes = true;
       continue;
     }
+    if (arg == "--warmup") {
+      args->warmup = true;
+      continue;
+    }
     std::string name(arg), value;
     if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
       name = std::string(arg.substr(0, eq));
@@ -107,6 +158,10 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
         return bad("a positive count");
       }
       args->connections_set = true;
+    } else if (name == "--repeat") {
+      if (!absl::SimpleAtoi(value, &args->repeat) || args->repeat < 1 || args->repeat > 1000) {
+        return bad("1..1000");
+      }
     } else if (name == "--server") {
       if (value.empty()) return bad("HOST:PORT");
       args->server = value;
@@ -209,70 +264,193 @@ int Main(int argc, char** argv) {
               << ", log " << daemon->log_path();
   }
 
-  // Daemon samples at the phase boundaries. A failed read (daemon elsewhere, or gone) just drops
-  // the daemon figures; it does not fail the run.
-  ProcStats idle, connected, after;
+  // Daemon figures. A failed read (daemon elsewhere, or gone) just drops them; it does not fail
+  // the run.
   bool have_stats = daemon_pid.has_value();
+  auto drop_stats = [&](const absl::Status& s) {
+    if (!have_stats) return;
+    LOG(WARNING) << "no daemon figures: " << s.message();
+    have_stats = false;
+  };
   auto sample = [&](ProcStats* into) {
     if (!have_stats) return;
     absl::StatusOr<ProcStats> stats = ReadProcStats(*daemon_pid);
-    if (!stats.ok()) {
-      LOG(WARNING) << "no daemon figures: " << stats.status().message();
-      have_stats = false;
-      return;
-    }
+    if (!stats.ok()) return drop_stats(stats.status());
     *into = *stats;
   };
-  JoinHooks hooks;
-  hooks.before_connect = [&] { sample(&idle); };
-  hooks.before_joins = [&] { sample(&connected); };
-  hooks.after_joins = [&] { sample(&after); };
+  auto settle = [&](absl::Duration min_wait, SettledStats* into) {
+    if (!have_stats) return;
+    absl::StatusOr<SettledStats> settled =
+        WaitForRssToSettle(*daemon_pid, min_wait, kSettleMaxWait);
+    if (!settled.ok()) return drop_stats(settled.status());
+    if (into != nullptr) *into = *settled;
+  };
 
-  absl::StatusOr<JoinResult> run = RunJoin(args.join, hooks);
-  if (!run.ok()) {
+  // Connect once: the warm-up and every round share these channels, and nobody leaves before the
+  // end. Otherwise a round's baseline would hold memory the daemon freed (leaves, closed
+  // connections) but had not handed back to the OS, and that round's post-storm malloc_trim would
+  // return it too: the "retained" figure would come out low or negative.
+  ProcStats idle, connected;
+  settle(absl::ZeroDuration(), nullptr);
+  sample(&idle);
+  absl::StatusOr<std::unique_ptr<JoinBench>> bench = JoinBench::Connect(args.join);
+  if (!bench.ok()) {
     if (daemon) daemon->KeepLogs();
-    return fail(run.status());
+    return fail(bench.status());
   }
-  JoinResult& r = *run;
+  SettledStats connected_settled;
+  settle(absl::ZeroDuration(), &connected_settled);
+  connected = connected_settled.stats;
+
+  // One round: join (timed), then let the daemon's RSS settle while the members are still joined.
+  auto run_round = [&](const std::string& job_id, Round* round) {
+    round->job_id = job_id;
+    JoinHooks hooks;
+    hooks.before_joins = [&] {
+      sample(&round->before);
+      if (!have_stats) return;
+      // From here VmHWM is the peak of this round's join phase, not of the warm-up, an earlier
+      // round or the connection setup.
+      absl::Status reset = ResetPeakRss(*daemon_pid);
+      round->peak_reset = reset.ok();
+      if (!reset.ok()) {
+        LOG(WARNING) << "cannot reset the daemon's VmHWM (" << reset.message()
+                     << "); no peak-per-member figure";
+      }
+    };
+    hooks.after_joins = [&] {
+      sample(&round->joined);
+      // Long enough for the daemon's post-storm malloc_trim (its deadline thread runs at least
+      // once a second) to have happened, so "retained" is the membership, not freed call state.
+      settle(kSettleMinWait, &round->settled);
+    };
+    round->run = (*bench)->Join(job_id, hooks);
+  };
+
+  std::vector<std::string> problems;
+  auto collect_problems = [&](const std::string& what, const JoinResult& r) {
+    for (const std::string& problem : r.problems) problems.push_back(absl::StrCat(what, problem));
+  };
+  const std::string base_job_id = args.join.job_id;
+  if (args.warmup) {
+    Round warm;
+    run_round(absl::StrCat(base_job_id, "-warmup"), &warm);
+    collect_problems("warm-up round: ", warm.run);
+    LOG(INFO) << "warm-up round done in " << absl::StrFormat("%.3f s", warm.run.total_s);
+  }
+  std::vector<Round> rounds(args.repeat);
+  for (uint32_t k = 0; k < args.repeat; ++k) {
+    std::string job_id = args.repeat == 1 ? base_job_id : absl::StrCat(base_job_id, "-r", k + 1);
+    run_round(job_id, &rounds[k]);
+    collect_problems(args.repeat == 1 ? "" : absl::StrCat("round ", k + 1, ": "), rounds[k].run);
+  }
+  for (std::string& problem : (*bench)->LeaveAll()) problems.push_back(std::move(problem));
+  double connect_s = (*bench)->connect_s();
+  bench->reset();  // disconnect before stopping the daemon
   const JoinOptions& o = args.join;
   if (daemon) {
     // A daemon that cannot shut down cleanly after the run is a failure of the run too.
-    if (absl::Status s = daemon->Stop(); !s.ok()) r.problems.push_back(std::string(s.message()));
+    if (absl::Status s = daemon->Stop(); !s.ok()) problems.push_back(std::string(s.message()));
   }
 
+  // Timing: the median round (lower middle for even K: a real round, not an average).
+  std::vector<size_t> order(rounds.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return rounds[a].run.total_s < rounds[b].run.total_s;
+  });
+  const size_t median_index = order[(order.size() - 1) / 2];
+  const Round& med = rounds[median_index];
+  const JoinResult& r = med.run;
   double joins_per_s = r.total_s > 0 ? static_cast<double>(r.ok) / r.total_s : 0;
-  double daemon_cpu_s = after.cpu_s - connected.cpu_s;
-  double rss_per_member =
-      static_cast<double>(after.rss_kib - connected.rss_kib) * 1024.0 / o.members;
+  double daemon_cpu_s = med.joined.cpu_s - med.before.cpu_s;
+  uint64_t connection_errors = 0, other_errors = 0, ok = 0;
+  for (const Round& round : rounds) {
+    connection_errors += round.run.connection_errors;
+    other_errors += round.run.other_errors;
+    ok += round.run.ok;
+  }
+
+  // Memory: the first measured round.
+  auto per_member = [&](int64_t kib, int64_t base_kib) {
+    return static_cast<double>(kib - base_kib) * 1024.0 / o.members;
+  };
+  auto peak_per_member = [&](const Round& round) {
+    return round.peak_reset ? per_member(round.settled.stats.peak_kib, round.before.rss_kib)
+                            : std::numeric_limits<double>::quiet_NaN();
+  };
+  auto retained_per_member = [&](const Round& round) {
+    return per_member(round.settled.stats.rss_kib, round.before.rss_kib);
+  };
+  const Round& first = rounds[0];
   double rss_per_connection =
       static_cast<double>(connected.rss_kib - idle.rss_kib) * 1024.0 / o.connections;
+  auto bytes = [](double b) {
+    return std::isfinite(b) ? absl::StrFormat("%.0f B", b) : std::string("n/a");
+  };
 
   ctl::Table table({"scenario", "join"});
   table.AddRow({"server", o.server});
-  table.AddRow({"job", o.job_id});
+  table.AddRow({"job", rounds.size() == 1 ? first.job_id
+                                          : absl::StrCat(base_job_id, "-r1..r", rounds.size())});
   table.AddRow({"members", absl::StrCat(o.members)});
   table.AddRow({"connections", absl::StrCat(o.connections)});
-  table.AddRow({"connect (untimed)", absl::StrFormat("%.3f s", r.connect_s)});
-  table.AddRow({"first join -> last topology", absl::StrFormat("%.3f s", r.total_s)});
+  table.AddRow({"mode", args.warmup ? absl::StrCat("warm: after 1 untimed warm-up round (job ",
+                                                   base_job_id, "-warmup) on the same connections")
+                                    : std::string("cold: no warm-up round")});
+  table.AddRow({"connect (untimed)", absl::StrFormat("%.3f s", connect_s)});
+  std::string per_round;
+  for (size_t k = 0; k < rounds.size(); ++k) {
+    absl::StrAppend(&per_round, k == 0 ? "" : " / ",
+                    absl::StrFormat("%.3f", rounds[k].run.total_s));
+  }
+  if (rounds.size() == 1) {
+    table.AddRow({"first join -> last topology", absl::StrFormat("%.3f s", r.total_s)});
+  } else {
+    table.AddRow({absl::StrCat("first join -> last topology (median of ", rounds.size(), ")"),
+                  absl::StrFormat("%.3f s (round %d)", r.total_s, median_index + 1)});
+    table.AddRow({"  each round", absl::StrCat(per_round, " s")});
+  }
   table.AddRow({"joins/s", absl::StrFormat("%.0f", joins_per_s)});
   table.AddRow({"join latency p50 / p99 / max",
                 absl::StrFormat("%.1f / %.1f / %.1f ms", r.p50_ms, r.p99_ms, r.max_ms)});
-  table.AddRow({"joined ok", absl::StrCat(r.ok, " of ", o.members)});
-  table.AddRow({"connection errors", absl::StrCat(r.connection_errors)});
-  table.AddRow({"other errors", absl::StrCat(r.other_errors)});
+  table.AddRow({"joined ok", absl::StrCat(ok, " of ", uint64_t{o.members} * rounds.size())});
+  table.AddRow({"connection errors", absl::StrCat(connection_errors)});
+  table.AddRow({"other errors", absl::StrCat(other_errors)});
   table.AddRow({"bench cpu (timed phase)", absl::StrFormat("%.2f s", r.bench_cpu_s)});
   if (have_stats) {
     table.AddRow({"daemon cpu (timed phase)", absl::StrFormat("%.2f s", daemon_cpu_s)});
+    table.AddRow({"memory figures of",
+                  args.warmup ? "round 1 (after the warm-up)" : "round 1 (no warm-up before it)"});
+    table.AddRow({"daemon rss idle / connected",
+                  absl::StrFormat("%d / %d KiB", idle.rss_kib, connected.rss_kib)});
+    table.AddRow({"daemon rss before / after joins / settled",
+                  absl::StrFormat("%d / %d / %d KiB", first.before.rss_kib, first.joined.rss_kib,
+                                  first.settled.stats.rss_kib)});
     table.AddRow(
-        {"daemon rss idle / connected / joined",
-         absl::StrFormat("%d / %d / %d KiB", idle.rss_kib, connected.rss_kib, after.rss_kib)});
-    table.AddRow({"daemon peak rss", absl::StrFormat("%d KiB", after.peak_kib)});
-    table.AddRow({"daemon rss per connection", absl::StrFormat("%.0f B", rss_per_connection)});
-    table.AddRow({"daemon rss per member", absl::StrFormat("%.0f B", rss_per_member)});
+        {"  settled after", absl::StrFormat("%.1f s%s", first.settled.waited_s,
+                                            first.settled.stable ? " (stable within 1%)"
+                                                                 : " (timeout: still changing)")});
+    table.AddRow({"daemon peak rss (VmHWM, join phase)",
+                  first.peak_reset ? absl::StrFormat("%d KiB", first.settled.stats.peak_kib)
+                                   : absl::StrFormat("%d KiB (since daemon start)",
+                                                     first.settled.stats.peak_kib)});
+    table.AddRow({"daemon rss per connection", bytes(rss_per_connection)});
+    table.AddRow({"peak rss per member (transient)", bytes(peak_per_member(first))});
+    table.AddRow({"retained rss per member", bytes(retained_per_member(first))});
+    if (rounds.size() > 1) {
+      std::string peaks, retained;
+      for (size_t k = 0; k < rounds.size(); ++k) {
+        absl::StrAppend(&peaks, k == 0 ? "" : " / ", bytes(peak_per_member(rounds[k])));
+        absl::StrAppend(&retained, k == 0 ? "" : " / ", bytes(retained_per_member(rounds[k])));
+      }
+      table.AddRow({"  peak per member, each round", peaks});
+      table.AddRow({"  retained per member, each round", retained});
+    }
   }
-  table.AddRow({"result", r.problems.empty() ? "PASS" : "FAIL"});
+  table.AddRow({"result", problems.empty() ? "PASS" : "FAIL"});
   std::fputs(table.Render().c_str(), stdout);
-  for (const std::string& problem : r.problems) {
+  for (const std::string& problem : problems) {
     std::fprintf(stderr, "ms-rendezvous-bench: FAIL: %s\n", problem.c_str());
   }
 
@@ -281,21 +459,27 @@ int Main(int argc, char** argv) {
   w.Key("scenario").String("join");
   w.Key("members").Uint(o.members);
   w.Key("connections").Uint(o.connections);
+  w.Key("warmup").Bool(args.warmup);
   w.Key("total_s").Double(r.total_s, 4);
+  w.Key("rounds").BeginArray();
+  for (const Round& round : rounds) w.Double(round.run.total_s, 4);
+  w.EndArray();
   w.Key("joins_per_s").Double(joins_per_s, 1);
   w.Key("p50_ms").Double(r.p50_ms, 3);
   w.Key("p99_ms").Double(r.p99_ms, 3);
-  w.Key("connection_errors").Uint(r.connection_errors);
+  w.Key("connection_errors").Uint(connection_errors);
   if (have_stats) {
     w.Key("daemon_cpu_s").Double(daemon_cpu_s, 2);
-    w.Key("daemon_peak_rss_kib").Int(after.peak_kib);
-    w.Key("rss_per_member_bytes").Double(rss_per_member, 0);
+    w.Key("daemon_peak_rss_kib").Int(first.settled.stats.peak_kib);
+    w.Key("rss_per_member_bytes").Double(retained_per_member(first), 0);
+    w.Key("peak_rss_per_member_bytes").Double(peak_per_member(first), 0);
+    w.Key("retained_rss_per_member_bytes").Double(retained_per_member(first), 0);
   }
   w.EndObject();
   std::printf("%s\n", w.str().c_str());
   std::fflush(stdout);
-  if (daemon && !r.problems.empty()) daemon->KeepLogs();
-  return r.problems.empty() ? 0 : 1;
+  if (daemon && !problems.empty()) daemon->KeepLogs();
+  return problems.empty() ? 0 : 1;
 }
 
 }  // namespace
