@@ -1,12 +1,14 @@
 // DeadlineQueue: a min-heap of timers, the core's only notion of "later".
 //
-// Entries are never removed eagerly: a job that completes before its topology deadline simply
-// ignores the entry when it pops (the owner checks job uid and state). Push and pop are
-// O(log n); nothing ever scans all jobs or members.
+// Entries are never removed eagerly: when an entry pops, its owner re-checks the current state
+// (job uid, member incarnation, last time heard from) and ignores it or pushes a later one. So a
+// heartbeat is O(1) (it only stores a time) and each member has at most one liveness entry in
+// the heap at a time; nothing ever scans all jobs or members.
 #ifndef MS_RENDEZVOUS_CORE_DEADLINE_QUEUE_H_
 #define MS_RENDEZVOUS_CORE_DEADLINE_QUEUE_H_
 
 #include <cstdint>
+#include <functional>
 #include <queue>
 #include <string>
 #include <vector>
@@ -14,27 +16,44 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/types.h"
 
 namespace ms_rendezvous::core {
 
-enum class DeadlineKind { kTopologyTimeout, kForgetJob };
+enum class DeadlineKind {
+  kTopologyTimeout,  // the job must be complete by now
+  kForgetJob,        // a finished/failed job is dropped from the registry
+  kMemberLiveness,   // a member must have been heard from within MS_NODE_TIMEOUT
+  kMemberSuspect,    // a disconnected member must have resumed by now
+};
 
 struct Deadline {
   MonoTime when;
   DeadlineKind kind;
   std::string job_id;
   uint64_t job_uid;  // the incarnation of the job id the timer belongs to
+  // Member timers only.
+  Role role = Role::kWorker;
+  std::string node_id = {};
+  uint64_t incarnation = 0;
 };
 
 class DeadlineQueue {
  public:
-  // Adds a timer. Returns true when it is now the earliest one (the owner's timer thread may
-  // have to wake up sooner).
-  bool Push(Deadline d) {
-    absl::MutexLock l(&mu_);
-    bool earliest = heap_.empty() || d.when < heap_.top().when;
-    heap_.push(std::move(d));
-    return earliest;
+  // Called (outside the queue's lock, possibly under a job's lock) when a pushed timer is
+  // earlier than every pending one, so the owner's timer thread can wake up sooner. It must not
+  // call into the registry.
+  void SetObserver(std::function<void(MonoTime)> observer) { observer_ = std::move(observer); }
+
+  void Push(Deadline d) {
+    const MonoTime when = d.when;
+    bool earliest;
+    {
+      absl::MutexLock l(&mu_);
+      earliest = heap_.empty() || when < heap_.top().when;
+      heap_.push(std::move(d));
+    }
+    if (earliest && observer_) observer_(when);
   }
 
   // Removes and returns every timer due at `now`, earliest first.
@@ -63,6 +82,7 @@ class DeadlineQueue {
   struct Later {
     bool operator()(const Deadline& a, const Deadline& b) const { return a.when > b.when; }
   };
+  std::function<void(MonoTime)> observer_;
   absl::Mutex mu_;
   std::priority_queue<Deadline, std::vector<Deadline>, Later> heap_ ABSL_GUARDED_BY(mu_);
 };

@@ -6,12 +6,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "core/messages.h"
-#include "store/state_store.h"
+#include "core/status_util.h"
 
 namespace ms_rendezvous::core {
 namespace {
 
 constexpr size_t kMaxListedInMessage = 20;
+// A session never lags: its reorder buffer only holds events delivered out of order by
+// concurrent threads. The bound only guards against a bug.
+constexpr size_t kSessionReorderLimit = 1 << 20;
 
 int RoleIndex(Role role) { return static_cast<int>(role); }
 
@@ -19,75 +22,177 @@ std::string FormatSeconds(absl::Duration d) {
   return absl::StrCat(absl::Trunc(d, absl::Milliseconds(100)) / absl::Seconds(1), "s");
 }
 
+std::string DeadList(const std::vector<DeadMember>& dead) {
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < dead.size() && i < kMaxListedInMessage; ++i) {
+    const DeadMember& d = dead[i];
+    parts.push_back(absl::StrCat(RoleName(d.role),
+                                 d.rank.has_value() ? absl::StrCat(" rank ", *d.rank) : "",
+                                 " (node '", d.node_id, "', host ", d.host, ", last seen ",
+                                 FormatSeconds(d.last_seen_ago), " ago): ", d.reason));
+  }
+  if (dead.size() > kMaxListedInMessage) {
+    parts.push_back(absl::StrCat("and ", dead.size() - kMaxListedInMessage, " more"));
+  }
+  return absl::StrJoin(parts, "; ");
+}
+
 }  // namespace
 
-// Per-watcher ordering: events are collected under the job lock but delivered after it is
-// released, possibly by several threads at once. Each watch keeps the next seq it expects and a
-// small reorder buffer, so OnEvent runs in seq order and never concurrently for one watcher.
-class Job::WatchState {
- public:
-  WatchState(std::shared_ptr<JobWatcher> watcher, uint64_t first_seq, size_t max_backlog)
-      : watcher_(std::move(watcher)), next_(first_seq), max_backlog_(max_backlog) {}
-
-  void Deliver(std::shared_ptr<const JobEvent> event) {
-    absl::MutexLock l(&mu_);
-    if (ended_) return;
-    pending_.emplace(event->seq, std::move(event));
-    if (pending_.size() > max_backlog_) {
-      EndLocked(absl::ResourceExhaustedError(absl::StrCat(
-          "watch fell more than ", max_backlog_, " events behind; watch again")));
-      return;
-    }
-    while (!pending_.empty() && pending_.begin()->first == next_) {
-      auto ev = std::move(pending_.begin()->second);
-      pending_.erase(pending_.begin());
-      ++next_;
-      watcher_->OnEvent(*ev);
-    }
-  }
-
-  void End(const absl::Status& status) {
-    absl::MutexLock l(&mu_);
-    EndLocked(status);
-  }
-  void Detach() {
-    absl::MutexLock l(&mu_);
-    ended_ = true;
-  }
-
- private:
-  void EndLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (ended_) return;
-    ended_ = true;
+bool OrderedDelivery::Deliver(uint64_t seq, absl::AnyInvocable<void()> fn) {
+  absl::MutexLock l(&mu_);
+  if (seq < next_) return true;  // a closure from before this receiver existed
+  pending_.emplace(seq, std::move(fn));
+  if (pending_.size() > max_backlog_) {
     pending_.clear();
-    watcher_->OnEnd(status);
+    return false;
   }
+  // Runs under mu_: that is what serializes the receiver's callbacks.
+  while (!pending_.empty() && pending_.begin()->first == next_) {
+    auto ready = std::move(pending_.begin()->second);
+    pending_.erase(pending_.begin());
+    ++next_;
+    ready();
+  }
+  return true;
+}
 
-  const std::shared_ptr<JobWatcher> watcher_;
-  absl::Mutex mu_;
-  uint64_t next_ ABSL_GUARDED_BY(mu_);
-  const size_t max_backlog_;
-  bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  absl::btree_map<uint64_t, std::shared_ptr<const JobEvent>> pending_ ABSL_GUARDED_BY(mu_);
-};
-
-Job::Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store)
+Job::Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store,
+         DeadlineQueue* deadlines)
     : params_(std::move(params)),
       clock_(clock),
       options_(options),
       store_(store),
-      created_at_(clock->Now()),
-      topo_deadline_(params_.topo_timeout_ms < 0
-                         ? MonoTime::max()
-                         : AddDuration(created_at_, absl::Milliseconds(params_.topo_timeout_ms))) {
-  if (store_ != nullptr) {
-    store_->PutJob(JobRecord{params_.id, params_.generation, params_.worker_num,
-                             params_.server_num, params_.topo_timeout_ms, JobState::kForming, ""})
-        .IgnoreError();
-  }
+      deadlines_(deadlines),
+      created_at_(clock->Now()) {
+  absl::MutexLock l(&mu_);
+  topo_deadline_ = params_.topo_timeout_ms < 0
+                       ? MonoTime::max()
+                       : AddDuration(created_at_, absl::Milliseconds(params_.topo_timeout_ms));
 }
 
 Job::~Job() = default;
+
+void Job::Start(Effects& fx) {
+  absl::MutexLock l(&mu_);
+  PersistJob(fx);
+  fx.Submit(store_);
+  if (topo_deadline_ != MonoTime::max()) {
+    deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, params_.id,
+                              params_.uid});
+  }
+}
+
+// --- persistence ------------------------------------------------------------------------------
+
+JobRecord Job::RecordOf() const {
+  JobRecord r;
+  r.job_id = params_.id;
+  r.generation = params_.generation;
+  r.worker_num = params_.worker_num;
+  r.server_num = params_.server_num;
+  r.topo_timeout_ms = params_.topo_timeout_ms;
+  r.node_timeout_ms = params_.node_timeout_ms;
+  r.recovery_enabled = params_.recovery_enabled;
+  r.state = state_;
+  r.failure_reason = failure_reason_;
+  return r;
+}
+
+MemberRecord Job::RecordOf(const Member& m) const {
+  MemberRecord r;
+  r.job_id = params_.id;
+  r.role = m.role;
+  r.node_id = m.node_id;
+  r.host = m.host;
+  r.host_name = m.host_name;
+  r.device_id = m.device_id;
+  r.incarnation = m.incarnation;
+  // Liveness suspicion is not durable: after a restart every member gets a fresh grace.
+  r.state = m.state == MemberState::kSuspect
+                ? (m.has_rank ? MemberState::kActive : MemberState::kWaiting)
+                : m.state;
+  r.reason = m.reason;
+  if (m.has_rank) {
+    r.rank = m.placement.rank;
+    r.local_rank = m.placement.local_rank;
+    r.local_world_size = m.placement.local_world_size;
+    r.node_rank = m.placement.node_rank;
+    r.num_nodes = m.placement.num_nodes;
+  }
+  return r;
+}
+
+void Job::PersistJob(Effects& fx) {
+  Mutation mu;
+  mu.kind = Mutation::Kind::kPutJob;
+  mu.job = RecordOf();
+  fx.Persist(std::move(mu));
+}
+
+void Job::PersistMember(const Member& m, Effects& fx) {
+  Mutation mu;
+  mu.kind = Mutation::Kind::kPutMember;
+  mu.member = RecordOf(m);
+  fx.Persist(std::move(mu));
+}
+
+// --- sessions ---------------------------------------------------------------------------------
+
+void Job::Attach(Member& m, std::shared_ptr<MemberSession> session, Effects& fx) {
+  if (m.session.has_value()) {
+    EndSession(m, absl::AbortedError(absl::StrCat(
+                      "session of node '", m.node_id, "' in job '", params_.id,
+                      "' was replaced by a newer session of the same member")),
+               fx);
+  }
+  SessionLink link;
+  link.session = std::move(session);
+  link.order = std::make_shared<OrderedDelivery>(0, kSessionReorderLimit);
+  m.session = std::move(link);
+  m.topology_sent = false;
+}
+
+void Job::SendTopology(Member& m, Effects& fx) {
+  if (!m.session.has_value() || m.topology_sent) return;
+  m.topology_sent = true;
+  SessionLink& s = *m.session;
+  fx.Add([order = s.order, seq = s.next_seq++, session = s.session, topo = TopologyOf(m)] {
+    order->Deliver(seq, [session, &topo] { session->OnTopology(topo); });
+  });
+}
+
+void Job::SendEvent(Member& m, std::shared_ptr<const JobEvent> event, Effects& fx) {
+  if (!m.session.has_value() || event == nullptr) return;
+  SessionLink& s = *m.session;
+  fx.Add([order = s.order, seq = s.next_seq++, session = s.session, event] {
+    order->Deliver(seq, [session, &event] { session->OnEvent(*event); });
+  });
+}
+
+void Job::EndSession(Member& m, const absl::Status& status, Effects& fx) {
+  if (!m.session.has_value()) return;
+  SessionLink& s = *m.session;
+  fx.Add([order = s.order, seq = s.next_seq++, session = s.session, status] {
+    order->Deliver(seq, [session, &status] { session->OnEnd(status); });
+  });
+  m.session.reset();
+}
+
+// --- timers -----------------------------------------------------------------------------------
+
+void Job::ArmLiveness(const Member& m, MonoTime when) {
+  if (params_.node_timeout_ms < 0) return;
+  deadlines_->Push(Deadline{when, DeadlineKind::kMemberLiveness, params_.id, params_.uid, m.role,
+                            m.node_id, m.incarnation});
+}
+
+void Job::ArmSuspect(const Member& m, MonoTime when) {
+  deadlines_->Push(Deadline{when, DeadlineKind::kMemberSuspect, params_.id, params_.uid, m.role,
+                            m.node_id, m.incarnation});
+}
+
+// --- join -------------------------------------------------------------------------------------
 
 absl::Status Job::Validate(const MemberSpec& spec) {
   const Role role = spec.role;
@@ -103,17 +208,27 @@ absl::Status Job::Validate(const MemberSpec& spec) {
         "' disagrees with MS_SERVER_NUM=", params_.server_num, " of job '", params_.id,
         "' (fixed by its first member); every process of a job must use the same value"));
   }
-  const uint32_t expected = Expected(role);
+  if (spec.enable_recovery != params_.recovery_enabled) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "MS_ENABLE_RECOVERY=", spec.enable_recovery ? 1 : 0, " of node '", spec.node_id,
+        "' disagrees with MS_ENABLE_RECOVERY=", params_.recovery_enabled ? 1 : 0, " of job '",
+        params_.id, "' (fixed by its first member)"));
+  }
+  const uint32_t expected = params_.worker_num * (role == Role::kWorker) +
+                            params_.server_num * (role == Role::kPServer);
   const auto& members = members_[RoleIndex(role)];
   auto existing = members.find(spec.node_id);
   if (existing != members.end()) {
     const Member& m = existing->second;
+    std::string hint = params_.recovery_enabled
+                           ? "it is still alive; stop it before starting a replacement"
+                           : "give every process a unique MS_NODE_ID, or stop the stale process "
+                             "(MS_ENABLE_RECOVERY=1 lets a restarted process take back its rank)";
     return absl::AlreadyExistsError(absl::StrCat(
         "Repeated registration node: node id '", spec.node_id, "' (", RoleName(role),
         ") is already registered in job '", params_.id, "' from host ", m.host, " (",
         MemberStateName(m.state), ", joined ",
-        FormatSeconds(ToDuration(clock_->Now() - m.joined_at)),
-        " ago); give every process a unique MS_NODE_ID, or stop the stale process"));
+        FormatSeconds(ToDuration(clock_->Now() - m.joined_at)), " ago); ", hint));
   }
   auto numeric = NumericNodeId(spec.node_id);
   if (numeric.has_value() && *numeric >= expected) {
@@ -124,8 +239,8 @@ absl::Status Job::Validate(const MemberSpec& spec) {
   }
   if (members.size() >= expected) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "node '", spec.node_id, "' is extra: job '", params_.id, "' already has all ",
-        expected, " ", RoleName(role), " members (", JobStateName(state_),
+        "node '", spec.node_id, "' is extra: job '", params_.id, "' already has all ", expected,
+        " ", RoleName(role), " members (", JobStateName(state_),
         "); check MS_WORKER_NUM/MS_SERVER_NUM and that no process was started twice"));
   }
   if (numeric.has_value()) {
@@ -140,18 +255,25 @@ absl::Status Job::Validate(const MemberSpec& spec) {
   return absl::OkStatus();
 }
 
-Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_t waiter_id,
-                           JoinCallback& done, Effects& fx) {
-  absl::MutexLock l(&mu_);
-  if (state_ == JobState::kFinished || state_ == JobState::kFailed) {
-    return JoinOutcome::kJobEnded;
-  }
-  absl::Status st = Validate(spec);
-  if (!st.ok()) {
-    fx.Add([done = std::move(done), st]() mutable { done(st); });
-    return JoinOutcome::kDone;
-  }
+absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t incarnation,
+                                           Effects& fx) {
   const int ri = RoleIndex(spec.role);
+  // Recovery: a dead (or disconnected) member of a running job is taken over by the new
+  // incarnation, which inherits its rank.
+  if (params_.recovery_enabled &&
+      (state_ == JobState::kComplete || state_ == JobState::kDegraded)) {
+    auto it = members_[ri].find(spec.node_id);
+    if (it != members_[ri].end() && (it->second.state == MemberState::kDead ||
+                                     it->second.state == MemberState::kSuspect)) {
+      if (spec.worker_num != params_.worker_num || spec.server_num != params_.server_num ||
+          !spec.enable_recovery) {
+        RETURN_IF_ERROR(Validate(spec));  // reports the disagreement
+      }
+      Recover(it->second, spec, incarnation, fx);
+      return &it->second;
+    }
+  }
+  RETURN_IF_ERROR(Validate(spec));
   auto [it, inserted] = members_[ri].try_emplace(spec.node_id);
   Member& m = it->second;
   m.node_id = spec.node_id;
@@ -169,22 +291,101 @@ Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_
     ++non_numeric_[ri];
   }
   ++host_counts_[m.host];
-  m.waiter_id = waiter_id;
-  m.done = std::move(done);
-  waiters_.emplace(waiter_id, std::make_pair(spec.role, spec.node_id));
-  if (store_ != nullptr) {
-    store_->PutMember(MemberRecord{params_.id, m.role, m.node_id, m.host, m.host_name,
-                                   m.device_id, m.incarnation, m.state, std::nullopt})
-        .IgnoreError();
-  }
+  PersistMember(m, fx);
   if (!watches_.empty()) {
     Emit(JobEventType::kMemberJoined, &m,
          absl::StrCat(RoleName(m.role), " '", m.node_id, "' joined from ", m.host), fx);
   }
-  if (members_[0].size() == params_.worker_num && members_[1].size() == params_.server_num) {
+  return &m;
+}
+
+void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effects& fx) {
+  const MonoTime now = clock_->Now();
+  const bool was_dead = m.state == MemberState::kDead;
+  if (m.session.has_value()) {
+    EndSession(m, absl::AbortedError(absl::StrCat("node '", m.node_id, "' of job '", params_.id,
+                                                  "' was replaced by a new incarnation")),
+               fx);
+  }
+  // The rank stays; the address may change (restarted elsewhere), the placement does not.
+  auto hc = host_counts_.find(m.host);
+  if (hc != host_counts_.end() && --hc->second == 0) host_counts_.erase(hc);
+  m.host = spec.host;
+  m.host_key = HostKey(spec.host);
+  m.host_name = spec.host_name;
+  ++host_counts_[m.host];
+  m.incarnation = incarnation;
+  m.state = MemberState::kActive;
+  m.reason.clear();
+  m.joined_at = m.last_seen = now;
+  if (was_dead) --dead_;
+  if (dead_ == 0) state_ = JobState::kComplete;
+  ArmLiveness(m, AddDuration(now, absl::Milliseconds(params_.node_timeout_ms)));
+  PersistMember(m, fx);
+  PersistJob(fx);
+  auto ev = Emit(JobEventType::kMemberRecovered, &m,
+                 absl::StrCat(Describe(m), " recovered (incarnation ", incarnation, "); job is ",
+                              JobStateName(state_)),
+                 fx, {}, /*force=*/true);
+  for (auto& members : members_) {
+    for (auto& [id, other] : members) {
+      if (&other != &m) SendEvent(other, ev, fx);
+    }
+  }
+}
+
+Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_t waiter_id,
+                           JoinCallback& done, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFinished || state_ == JobState::kFailed) {
+    return JoinOutcome::kJobEnded;
+  }
+  absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
+  if (!m.ok()) {
+    fx.Add([done = std::move(done), st = m.status()]() mutable { done(st); });
+    fx.Submit(store_);
+    return JoinOutcome::kDone;
+  }
+  Member& member = **m;
+  if (member.has_rank) {  // recovered into a running job: answer at once
+    fx.Add([done = std::move(done), topo = TopologyOf(member)]() mutable { done(topo); });
+    fx.Submit(store_);
+    return JoinOutcome::kDone;
+  }
+  member.waiter_id = waiter_id;
+  member.done = std::move(done);
+  waiters_.emplace(waiter_id, std::make_pair(spec.role, spec.node_id));
+  MaybeComplete(fx);
+  fx.Submit(store_);
+  return JoinOutcome::kParked;
+}
+
+Job::JoinOutcome Job::JoinSession(const MemberSpec& spec, uint64_t incarnation,
+                                  std::shared_ptr<MemberSession> session, absl::Status* error,
+                                  Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFinished || state_ == JobState::kFailed) {
+    return JoinOutcome::kJobEnded;
+  }
+  absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
+  if (!m.ok()) {
+    *error = m.status();
+    fx.Submit(store_);
+    return JoinOutcome::kDone;
+  }
+  Member& member = **m;
+  Attach(member, std::move(session), fx);
+  if (member.has_rank) SendTopology(member, fx);  // recovered
+  MaybeComplete(fx);
+  fx.Submit(store_);
+  return JoinOutcome::kParked;
+}
+
+void Job::MaybeComplete(Effects& fx) {
+  if (state_ == JobState::kForming && members_[0].size() == params_.worker_num &&
+      members_[1].size() == params_.server_num) {
     Complete(fx);
   }
-  return JoinOutcome::kParked;
 }
 
 void Job::Complete(Effects& fx) {
@@ -207,22 +408,22 @@ void Job::Complete(Effects& fx) {
       Member* m = order[i];
       m->placement = out[i];
       m->has_rank = true;
-      m->state = MemberState::kActive;
-      m->last_seen = now;
+      // A member whose session dropped during formation stays suspect (its grace timer runs).
+      if (m->state == MemberState::kWaiting) m->state = MemberState::kActive;
       by_rank_[ri][out[i].rank] = m;
     }
     total += order.size();
   }
   waiters_.clear();
   fx.Reserve(total + 1);
+  const MonoTime liveness_due = AddDuration(now, absl::Milliseconds(params_.node_timeout_ms));
   for (int ri = 0; ri < kNumRoles; ++ri) {
     for (Member* m : by_rank_[ri]) {
-      if (store_ != nullptr) {
-        store_->PutMember(MemberRecord{params_.id, m->role, m->node_id, m->host, m->host_name,
-                                       m->device_id, m->incarnation, m->state,
-                                       m->placement.rank})
-            .IgnoreError();
-      }
+      PersistMember(*m, fx);
+      // Formation may take long; liveness is judged from completion on.
+      m->last_seen = std::max(m->last_seen, now);
+      ArmLiveness(*m, liveness_due);
+      SendTopology(*m, fx);
       if (m->waiter_id == 0) continue;
       m->waiter_id = 0;
       fx.Add([done = std::move(m->done), topo = TopologyOf(*m)]() mutable {
@@ -231,38 +432,81 @@ void Job::Complete(Effects& fx) {
       m->done = nullptr;
     }
   }
-  if (store_ != nullptr) {
-    store_->PutJob(JobRecord{params_.id, params_.generation, params_.worker_num,
-                             params_.server_num, params_.topo_timeout_ms, state_, ""})
-        .IgnoreError();
-  }
+  PersistJob(fx);
   Emit(JobEventType::kJobComplete, nullptr,
        absl::StrCat("all ", params_.worker_num, " workers and ", params_.server_num,
                     " servers joined in ", FormatSeconds(ToDuration(now - created_at_))),
        fx);
 }
 
-void Job::Fail(const std::string& reason, absl::StatusCode waiter_code, Effects& fx) {
+std::string Job::Describe(const Member& m) const {
+  return absl::StrCat(RoleName(m.role),
+                      m.has_rank ? absl::StrCat(" rank ", m.placement.rank) : std::string(),
+                      " (node '", m.node_id, "', host ", m.host, ")");
+}
+
+DeadMember Job::DeadOf(const Member& m, MonoTime now) const {
+  DeadMember d;
+  d.role = m.role;
+  if (m.has_rank) d.rank = m.placement.rank;
+  d.node_id = m.node_id;
+  d.host = m.host;
+  d.last_seen_ago = ToDuration(now - m.last_seen);
+  d.reason = m.reason;
+  return d;
+}
+
+void Job::DeclareDead(Member& m, const std::string& reason, Effects& fx) {
+  const MonoTime now = clock_->Now();
+  m.state = MemberState::kDead;
+  m.reason = reason;
+  ++dead_;
+  EndSession(m, absl::AbortedError(absl::StrCat(Describe(m), " was declared dead: ", reason)),
+             fx);
+  std::vector<DeadMember> dead = {DeadOf(m, now)};
+  const std::string what = absl::StrCat(Describe(m), " died: ", reason, " (last seen ",
+                                        FormatSeconds(dead[0].last_seen_ago), " ago)");
+  if (!params_.recovery_enabled) {
+    Fail(absl::StrCat("job '", params_.id, "' failed: ", what), absl::StatusCode::kAborted, dead,
+         fx);
+    return;
+  }
+  state_ = JobState::kDegraded;
+  PersistMember(m, fx);
+  PersistJob(fx);
+  auto ev = Emit(JobEventType::kMemberDead, &m,
+                 absl::StrCat(what, "; job '", params_.id,
+                              "' is degraded until it rejoins with the same MS_NODE_ID"),
+                 fx, dead, /*force=*/true);
+  for (auto& members : members_) {
+    for (auto& [id, other] : members) SendEvent(other, ev, fx);
+  }
+}
+
+void Job::Fail(const std::string& reason, absl::StatusCode waiter_code,
+               const std::vector<DeadMember>& dead, Effects& fx) {
   state_ = JobState::kFailed;
-  failure_reason_ = reason;
-  const absl::Status st(waiter_code, reason);
+  failure_reason_ = dead.empty() ? reason : absl::StrCat(reason, ". Dead: ", DeadList(dead));
+  const absl::Status st(waiter_code, failure_reason_);
+  auto ev = Emit(JobEventType::kJobFailed, nullptr, failure_reason_, fx, dead, /*force=*/true);
   for (auto& members : members_) {
     for (auto& [id, m] : members) {
-      m.state = MemberState::kFailed;
+      if (m.state != MemberState::kDead && m.state != MemberState::kLeft) {
+        m.state = MemberState::kFailed;
+        if (m.reason.empty()) m.reason = "job failed";
+      }
+      SendEvent(m, ev, fx);
+      EndSession(m, st, fx);
       if (m.waiter_id != 0) {
         m.waiter_id = 0;
         fx.Add([done = std::move(m.done), st]() mutable { done(st); });
         m.done = nullptr;
       }
+      PersistMember(m, fx);
     }
   }
   waiters_.clear();
-  if (store_ != nullptr) {
-    store_->PutJob(JobRecord{params_.id, params_.generation, params_.worker_num,
-                             params_.server_num, params_.topo_timeout_ms, state_, reason})
-        .IgnoreError();
-  }
-  Emit(JobEventType::kJobFailed, nullptr, reason, fx);
+  PersistJob(fx);
 }
 
 void Job::Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx) {
@@ -279,7 +523,11 @@ void Job::Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx) 
     waiters_.erase(m.waiter_id);
     fx.Add([done = std::move(m.done), why]() mutable { done(absl::CancelledError(why)); });
   }
-  if (store_ != nullptr) store_->DeleteMember(params_.id, m.role, m.node_id).IgnoreError();
+  EndSession(m, absl::CancelledError(why), fx);
+  Mutation mu;
+  mu.kind = Mutation::Kind::kDeleteMember;
+  mu.member = RecordOf(m);
+  fx.Persist(std::move(mu));
   if (!watches_.empty()) Emit(JobEventType::kMemberWithdrawn, &m, why, fx);
   members_[ri].erase(it);
 }
@@ -292,11 +540,13 @@ void Job::CancelWaiter(uint64_t waiter_id, Effects& fx) {
   auto it = members_[RoleIndex(role)].find(node_id);
   if (it == members_[RoleIndex(role)].end()) return;
   Withdraw(it,
-           absl::StrCat(RoleName(role), " '", node_id,
-                        "' withdrew before job '", params_.id,
+           absl::StrCat(RoleName(role), " '", node_id, "' withdrew before job '", params_.id,
                         "' was complete (its Join call was cancelled or its connection closed)"),
            fx);
+  fx.Submit(store_);
 }
+
+// --- follow-up calls --------------------------------------------------------------------------
 
 absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
   auto& members = members_[RoleIndex(ref.role)];
@@ -316,13 +566,100 @@ absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
   return &it->second;
 }
 
+Job::Member* Job::FindMember(Role role, const std::string& node_id, uint64_t incarnation) {
+  auto& members = members_[RoleIndex(role)];
+  auto it = members.find(node_id);
+  if (it == members.end() || it->second.incarnation != incarnation) return nullptr;
+  return &it->second;
+}
+
+absl::Status Job::ResumeSession(const MemberRef& ref, uint64_t generation,
+                                std::shared_ptr<MemberSession> session, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFailed) {
+    return absl::AbortedError(failure_reason_);
+  }
+  absl::StatusOr<Member*> found = FindMember(ref);
+  if (!found.ok()) {
+    return absl::AbortedError(absl::StrCat("cannot resume: ", found.status().message()));
+  }
+  Member& m = **found;
+  if (generation != 0 && generation != params_.generation) {
+    return absl::AbortedError(absl::StrCat("cannot resume: generation ", generation,
+                                           " of node '", ref.node_id, "' is stale; job '",
+                                           params_.id, "' is at generation ", params_.generation,
+                                           "; join again"));
+  }
+  if (m.state == MemberState::kDead) {
+    return absl::AbortedError(absl::StrCat(
+        "cannot resume: ", Describe(m), " was declared dead: ", m.reason,
+        params_.recovery_enabled ? "; join again to take back the rank"
+                                 : "; the job is degraded or failed"));
+  }
+  if (m.state == MemberState::kLeft) {
+    return absl::AbortedError(
+        absl::StrCat("cannot resume: node '", ref.node_id, "' already left job '", params_.id, "'"));
+  }
+  const bool was_suspect = m.state == MemberState::kSuspect;
+  m.last_seen = clock_->Now();
+  if (was_suspect) m.state = m.has_rank ? MemberState::kActive : MemberState::kWaiting;
+  Attach(m, std::move(session), fx);
+  if (m.has_rank) SendTopology(m, fx);
+  if (was_suspect && !watches_.empty()) {
+    Emit(JobEventType::kMemberResumed, &m, absl::StrCat(Describe(m), " resumed its session"), fx);
+  }
+  fx.Submit(store_);
+  return absl::OkStatus();
+}
+
+void Job::SessionClosed(const MemberRef& ref, const MemberSession* session, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  Member* m = FindMember(ref.role, ref.node_id, ref.incarnation);
+  if (m == nullptr || !m->session.has_value() || m->session->session.get() != session) return;
+  m->session.reset();
+  if (m->state != MemberState::kWaiting && m->state != MemberState::kActive) return;
+  m->state = MemberState::kSuspect;
+  ArmSuspect(*m, AddDuration(clock_->Now(), options_.disconnect_grace));
+  if (!watches_.empty()) {
+    Emit(JobEventType::kMemberSuspect, m,
+         absl::StrCat(Describe(*m), " lost its session; declared ",
+                      m->has_rank ? "dead" : "withdrawn", " unless it resumes within ",
+                      FormatSeconds(options_.disconnect_grace)),
+         fx);
+  }
+}
+
+absl::Status Job::ReportError(const MemberRef& ref, const std::string& reason, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  absl::StatusOr<Member*> found = FindMember(ref);
+  if (!found.ok()) return found.status();
+  Member& m = **found;
+  if (state_ == JobState::kFailed || m.state == MemberState::kDead ||
+      m.state == MemberState::kLeft) {
+    return absl::OkStatus();  // already handled
+  }
+  if (state_ == JobState::kForming) {
+    m.reason = absl::StrCat("reported an error: ", reason);
+    Fail(absl::StrCat("job '", params_.id, "' failed while forming: ", Describe(m), " ",
+                      m.reason),
+         absl::StatusCode::kAborted, {DeadOf(m, clock_->Now())}, fx);
+  } else {
+    DeclareDead(m, absl::StrCat("reported an error: ", reason), fx);
+  }
+  fx.Submit(store_);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<HeartbeatResult> Job::Heartbeat(const MemberRef& ref) {
   absl::MutexLock l(&mu_);
   auto m = FindMember(ref);
   if (!m.ok()) return m.status();
   if (state_ == JobState::kFailed) {
+    return absl::AbortedError(failure_reason_);
+  }
+  if ((*m)->state == MemberState::kDead) {
     return absl::AbortedError(
-        absl::StrCat("job '", params_.id, "' failed: ", failure_reason_));
+        absl::StrCat(Describe(**m), " was declared dead: ", (*m)->reason));
   }
   (*m)->last_seen = clock_->Now();
   return HeartbeatResult{state_, params_.generation};
@@ -339,34 +676,37 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
                absl::StrCat(RoleName(ref.role), " '", ref.node_id, "' left job '", params_.id,
                             "' before it was complete"),
                fx);
+      fx.Submit(store_);
       return state_;
     case JobState::kComplete:
+    case JobState::kDegraded: {
       if (m->state == MemberState::kLeft) return state_;
+      if (m->state == MemberState::kDead) {
+        return absl::AbortedError(
+            absl::StrCat(Describe(*m), " was declared dead: ", m->reason));
+      }
       m->state = MemberState::kLeft;
       m->last_seen = clock_->Now();
+      m->session.reset();  // the server ends the stream itself after answering
       ++left_[RoleIndex(ref.role)];
-      if (store_ != nullptr) {
-        store_->PutMember(MemberRecord{params_.id, m->role, m->node_id, m->host, m->host_name,
-                                       m->device_id, m->incarnation, m->state,
-                                       m->placement.rank})
-            .IgnoreError();
-      }
+      PersistMember(*m, fx);
       if (!watches_.empty()) {
-        Emit(JobEventType::kMemberLeft, m,
-             absl::StrCat(RoleName(m->role), " rank ", m->placement.rank, " ('", m->node_id,
-                          "') left"),
-             fx);
+        Emit(JobEventType::kMemberLeft, m, absl::StrCat(Describe(*m), " left"), fx);
       }
-      if (left_[0] == params_.worker_num && left_[1] == params_.server_num) {
+      const uint32_t total = params_.worker_num + params_.server_num;
+      if (left_[0] + left_[1] == total) {
         state_ = JobState::kFinished;
-        if (store_ != nullptr) {
-          store_->PutJob(JobRecord{params_.id, params_.generation, params_.worker_num,
-                                   params_.server_num, params_.topo_timeout_ms, state_, ""})
-              .IgnoreError();
-        }
+        PersistJob(fx);
         Emit(JobEventType::kJobFinished, nullptr, "every member left", fx);
+      } else if (left_[0] + left_[1] + dead_ == total) {
+        // Recovery mode: nobody is left to wait for the dead to come back.
+        Fail(absl::StrCat("job '", params_.id, "' ended degraded: every member left except ",
+                          dead_, " dead"),
+             absl::StatusCode::kAborted, {}, fx);
       }
+      fx.Submit(store_);
       return state_;
+    }
     case JobState::kFinished:
     case JobState::kFailed:
       return state_;
@@ -374,23 +714,63 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
   return state_;
 }
 
+// --- timers -----------------------------------------------------------------------------------
+
 bool Job::OnTopologyTimeout(Effects& fx) {
   absl::MutexLock l(&mu_);
-  if (state_ != JobState::kForming) return false;
+  if (state_ != JobState::kForming || clock_->Now() < topo_deadline_) return false;
   Fail(absl::StrCat("Topology build timed out: job '", params_.id, "' was not complete after ",
                     FormatSeconds(absl::Milliseconds(params_.topo_timeout_ms)),
                     " (MS_TOPO_TIMEOUT): ", MissingDescription(),
                     ". Check that the missing processes were started and can reach the "
                     "scheduler, or raise MS_TOPO_TIMEOUT"),
-       absl::StatusCode::kDeadlineExceeded, fx);
+       absl::StatusCode::kDeadlineExceeded, {}, fx);
+  fx.Submit(store_);
   return true;
+}
+
+bool Job::OnMemberDeadline(const Deadline& d, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFailed || state_ == JobState::kFinished) return false;
+  Member* m = FindMember(d.role, d.node_id, d.incarnation);
+  if (m == nullptr) return false;
+  const MonoTime now = clock_->Now();
+  if (d.kind == DeadlineKind::kMemberSuspect) {
+    if (m->state != MemberState::kSuspect || m->session.has_value()) return false;
+    if (!m->has_rank) {
+      Withdraw(members_[RoleIndex(d.role)].find(d.node_id),
+               absl::StrCat(Describe(*m), " lost its session and did not resume within ",
+                            FormatSeconds(options_.disconnect_grace), "; withdrawn"),
+               fx);
+      fx.Submit(store_);
+      return false;
+    }
+    DeclareDead(*m,
+                absl::StrCat("connection lost and not resumed within ",
+                             FormatSeconds(options_.disconnect_grace)),
+                fx);
+  } else {  // kMemberLiveness
+    if (m->state != MemberState::kActive && m->state != MemberState::kSuspect) return false;
+    const MonoTime due = AddDuration(m->last_seen, absl::Milliseconds(params_.node_timeout_ms));
+    if (now < due) {
+      ArmLiveness(*m, due);  // heard from since: check again later
+      return false;
+    }
+    DeclareDead(*m,
+                absl::StrCat("no heartbeat for ", FormatSeconds(ToDuration(now - m->last_seen)),
+                             " (MS_NODE_TIMEOUT=",
+                             FormatSeconds(absl::Milliseconds(params_.node_timeout_ms)), ")"),
+                fx);
+  }
+  fx.Submit(store_);
+  return state_ == JobState::kFailed;
 }
 
 std::string Job::MissingDescription() {
   std::vector<std::string> parts;
   for (int ri = 0; ri < kNumRoles; ++ri) {
     const Role role = static_cast<Role>(ri);
-    const uint32_t expected = Expected(role);
+    const uint32_t expected = role == Role::kWorker ? params_.worker_num : params_.server_num;
     const uint32_t joined = static_cast<uint32_t>(members_[ri].size());
     if (expected == 0) continue;
     std::string part = absl::StrCat(RoleName(role), " ", joined, " of ", expected, " joined");
@@ -422,10 +802,82 @@ std::string Job::MissingDescription() {
                       hosts.empty() ? "none" : absl::StrJoin(host_strs, ", "));
 }
 
+// --- restore ----------------------------------------------------------------------------------
+
+void Job::RestoreMember(const MemberRecord& r) {
+  absl::MutexLock l(&mu_);
+  const int ri = RoleIndex(r.role);
+  Member& m = members_[ri][r.node_id];
+  m.node_id = r.node_id;
+  m.host = r.host;
+  m.host_key = HostKey(r.host);
+  m.host_name = r.host_name;
+  m.device_id = r.device_id;
+  m.role = r.role;
+  m.state = r.state;
+  m.reason = r.reason;
+  m.incarnation = r.incarnation;
+  m.joined_at = m.last_seen = clock_->Now();
+  m.pinned_rank = NumericNodeId(r.node_id);
+  if (m.pinned_rank.has_value()) {
+    pinned_[ri].emplace(*m.pinned_rank, r.node_id);
+  } else {
+    ++non_numeric_[ri];
+  }
+  if (r.rank.has_value()) {
+    m.has_rank = true;
+    m.placement.rank = *r.rank;
+    m.placement.local_rank = r.local_rank;
+    m.placement.local_world_size = r.local_world_size;
+    m.placement.node_rank = r.node_rank;
+    m.placement.num_nodes = r.num_nodes;
+  }
+  ++host_counts_[m.host];
+  if (m.state == MemberState::kLeft) ++left_[ri];
+  if (m.state == MemberState::kDead) ++dead_;
+}
+
+void Job::FinishRestore(JobState state, const std::string& failure_reason) {
+  absl::MutexLock l(&mu_);
+  state_ = state;
+  failure_reason_ = failure_reason;
+  const MonoTime now = clock_->Now();
+  if (state_ == JobState::kForming) {
+    if (topo_deadline_ != MonoTime::max()) {
+      deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, params_.id,
+                                params_.uid});
+    }
+  }
+  // Restart grace: one node timeout to reconnect before liveness is judged (forming members:
+  // before they are withdrawn).
+  const absl::Duration grace = params_.node_timeout_ms < 0
+                                   ? absl::InfiniteDuration()
+                                   : absl::Milliseconds(params_.node_timeout_ms);
+  for (int ri = 0; ri < kNumRoles; ++ri) {
+    const uint32_t expected = ri == 0 ? params_.worker_num : params_.server_num;
+    if (state_ != JobState::kForming) by_rank_[ri].assign(expected, nullptr);
+    for (auto& [id, m] : members_[ri]) {
+      if (state_ != JobState::kForming && m.has_rank && m.placement.rank < expected) {
+        by_rank_[ri][m.placement.rank] = &m;
+      }
+      if (state_ == JobState::kFailed || state_ == JobState::kFinished) continue;
+      if (m.state == MemberState::kWaiting && grace != absl::InfiniteDuration()) {
+        m.state = MemberState::kSuspect;  // must resume to keep its registration
+        ArmSuspect(m, AddDuration(now, grace));
+      } else if (m.state == MemberState::kActive) {
+        ArmLiveness(m, AddDuration(now, grace));
+      }
+    }
+  }
+}
+
+// --- shutdown, views, watches -----------------------------------------------------------------
+
 void Job::Shutdown(const absl::Status& status, Effects& fx) {
   absl::MutexLock l(&mu_);
   for (auto& members : members_) {
     for (auto& [id, m] : members) {
+      EndSession(m, status, fx);
       if (m.waiter_id == 0) continue;
       m.waiter_id = 0;
       fx.Add([done = std::move(m.done), status]() mutable { done(status); });
@@ -434,15 +886,18 @@ void Job::Shutdown(const absl::Status& status, Effects& fx) {
   }
   waiters_.clear();
   for (auto& [id, w] : watches_) {
-    fx.Add([w = w, status] { w->End(status); });
+    fx.Add([w = w.watcher, status] { w->OnEnd(status); });
   }
   watches_.clear();
 }
 
 void Job::EndWatches(const absl::Status& status, Effects& fx) {
   absl::MutexLock l(&mu_);
+  const uint64_t seq = ++seq_;
   for (auto& [id, w] : watches_) {
-    fx.Add([w = w, status] { w->End(status); });
+    fx.Add([link = w, status, seq] {
+      link.order->Deliver(seq, [watcher = link.watcher, &status] { watcher->OnEnd(status); });
+    });
   }
   watches_.clear();
 }
@@ -463,7 +918,7 @@ Topology Job::TopologyOf(const Member& m) const {
   t.role = m.role;
   t.node_id = m.node_id;
   t.rank = m.placement.rank;
-  t.world_size = Expected(m.role);
+  t.world_size = m.role == Role::kWorker ? params_.worker_num : params_.server_num;
   t.local_rank = m.placement.local_rank;
   t.local_world_size = m.placement.local_world_size;
   t.node_rank = m.placement.node_rank;
@@ -491,6 +946,8 @@ MemberInfo Job::InfoOf(const Member& m, MonoTime now) const {
   info.state = m.state;
   info.last_seen_age = ToDuration(now - m.last_seen);
   info.incarnation = m.incarnation;
+  info.reason = m.reason;
+  info.connected = m.session.has_value();
   return info;
 }
 
@@ -501,6 +958,8 @@ JobSummary Job::SummaryLocked(bool detailed) {
   s.state = state_;
   s.generation = params_.generation;
   s.topo_timeout_ms = params_.topo_timeout_ms;
+  s.node_timeout_ms = params_.node_timeout_ms;
+  s.recovery_enabled = params_.recovery_enabled;
   s.age = ToDuration(now - created_at_);
   if (state_ == JobState::kForming && topo_deadline_ != MonoTime::max()) {
     s.topo_deadline_in = std::max(absl::ZeroDuration(), ToDuration(topo_deadline_ - now));
@@ -511,12 +970,12 @@ JobSummary Job::SummaryLocked(bool detailed) {
     if (role == Role::kPServer && params_.server_num == 0) continue;
     RoleSummary rs;
     rs.role = role;
-    rs.expected = Expected(role);
+    rs.expected = role == Role::kWorker ? params_.worker_num : params_.server_num;
     rs.joined = static_cast<uint32_t>(members_[ri].size());
     rs.left = left_[ri];
     if (state_ == JobState::kForming) {
       rs.waiting = rs.joined;
-    } else if (state_ == JobState::kComplete || state_ == JobState::kFinished) {
+    } else if (state_ != JobState::kFailed) {
       rs.active = rs.joined - rs.left;
     }
     if (detailed && state_ == JobState::kForming && non_numeric_[ri] == 0) {
@@ -530,6 +989,22 @@ JobSummary Job::SummaryLocked(bool detailed) {
       }
     }
     s.roles.push_back(std::move(rs));
+  }
+  s.dead = dead_;
+  if (detailed) {
+    for (auto& members : members_) {
+      for (auto& [id, m] : members) s.suspect += m.state == MemberState::kSuspect;
+    }
+    for (auto& rs : s.roles) {
+      if (state_ != JobState::kForming && state_ != JobState::kFailed) {
+        // Active excludes the dead and the suspect of this role.
+        uint32_t not_alive = 0;
+        for (auto& [id, m] : members_[RoleIndex(rs.role)]) {
+          not_alive += m.state == MemberState::kDead || m.state == MemberState::kSuspect;
+        }
+        rs.active -= std::min(rs.active, not_alive);
+      }
+    }
   }
   s.hosts_total = static_cast<uint32_t>(host_counts_.size());
   if (detailed) {
@@ -558,8 +1033,10 @@ MemberPage Job::ListMembers(uint64_t offset, size_t limit) {
   std::vector<const Member*> order;
   order.reserve(page.total);
   for (int ri = 0; ri < kNumRoles; ++ri) {
-    if (!by_rank_[ri].empty()) {
-      order.insert(order.end(), by_rank_[ri].begin(), by_rank_[ri].end());
+    if (state_ != JobState::kForming && !by_rank_[ri].empty()) {
+      for (const Member* m : by_rank_[ri]) {
+        if (m != nullptr) order.push_back(m);
+      }
     } else {
       std::vector<const Member*> role_members;
       role_members.reserve(members_[ri].size());
@@ -577,47 +1054,52 @@ MemberPage Job::ListMembers(uint64_t offset, size_t limit) {
   return page;
 }
 
-void Job::Emit(JobEventType type, const Member* member, std::string message, Effects& fx) {
-  ++seq_;
-  if (watches_.empty()) return;
+std::shared_ptr<const JobEvent> Job::Emit(JobEventType type, const Member* member,
+                                          std::string message, Effects& fx,
+                                          std::vector<DeadMember> dead, bool force) {
+  const uint64_t seq = ++seq_;
+  if (watches_.empty() && !force) return nullptr;
   auto ev = std::make_shared<JobEvent>();
-  ev->seq = seq_;
+  ev->seq = seq;
   ev->type = type;
   ev->job = SummaryLocked(/*detailed=*/false);
   if (member != nullptr) ev->member = InfoOf(*member, clock_->Now());
   ev->message = std::move(message);
   ev->wall_time = clock_->WallNow();
+  ev->dead = std::move(dead);
   std::shared_ptr<const JobEvent> shared = std::move(ev);
   for (auto& [id, w] : watches_) {
-    fx.Add([w = w, shared] { w->Deliver(shared); });
+    fx.Add([link = w, shared] {
+      if (!link.order->Deliver(shared->seq,
+                               [watcher = link.watcher, &shared] { watcher->OnEvent(*shared); })) {
+        link.watcher->OnEnd(absl::ResourceExhaustedError("watcher fell too far behind"));
+      }
+    });
   }
+  return shared;
 }
 
 uint64_t Job::Watch(std::shared_ptr<JobWatcher> watcher, Effects& fx) {
   absl::MutexLock l(&mu_);
   const uint64_t id = next_watch_id_++;
-  auto ws = std::make_shared<WatchState>(std::move(watcher), seq_, options_.max_watch_backlog);
-  watches_.emplace(id, ws);
+  WatchLink link{std::move(watcher),
+                 std::make_shared<OrderedDelivery>(seq_, options_.max_watch_backlog)};
+  watches_.emplace(id, link);
   auto snap = std::make_shared<JobEvent>();
   snap->seq = seq_;
   snap->type = JobEventType::kSnapshot;
   snap->job = SummaryLocked(/*detailed=*/true);
   snap->message = absl::StrCat("job '", params_.id, "' is ", JobStateName(state_));
   snap->wall_time = clock_->WallNow();
-  fx.Add([ws, snap = std::shared_ptr<const JobEvent>(std::move(snap))] { ws->Deliver(snap); });
+  fx.Add([link, snap = std::shared_ptr<const JobEvent>(std::move(snap))] {
+    link.order->Deliver(snap->seq, [watcher = link.watcher, &snap] { watcher->OnEvent(*snap); });
+  });
   return id;
 }
 
 void Job::Unwatch(uint64_t watch_id) {
-  std::shared_ptr<WatchState> ws;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = watches_.find(watch_id);
-    if (it == watches_.end()) return;
-    ws = std::move(it->second);
-    watches_.erase(it);
-  }
-  ws->Detach();
+  absl::MutexLock l(&mu_);
+  watches_.erase(watch_id);
 }
 
 }  // namespace ms_rendezvous::core

@@ -1,25 +1,40 @@
 // Job: one job's membership and its state machine. Internal to the core; the server talks to
 // JobRegistry, which owns jobs and routes calls to them.
 //
+// Job states:
+//
 //                 first Join
 //                     |
 //                     v
 //     +----------- FORMING -----------+
-//     | every expected member joined  | MS_TOPO_TIMEOUT expired
+//     | every expected member joined  | MS_TOPO_TIMEOUT expired, error reported
 //     v                               v
-//  COMPLETE                         FAILED
-//     | every member left             |
-//     v                               |
-//  FINISHED                           |
-//     |                               |
-//     +------> kept for finished_job_ttl, then forgotten <----+
-//              (a Join for a FINISHED or FAILED id starts a new Job, generation + 1)
+//  COMPLETE ---- member died -----> FAILED     (without recovery)
+//     |   ^
+//     |   | every dead member rejoined (MS_ENABLE_RECOVERY=1)
+//     |   |
+//     |  DEGRADED <--- member died ---- COMPLETE   (MS_ENABLE_RECOVERY=1)
+//     |      every remaining member left while some are dead --> FAILED
+//     | every member left
+//     v
+//  FINISHED
+//  FINISHED / FAILED: kept for finished_job_ttl, then forgotten; a Join for such an id starts a
+//  new Job with generation + 1.
 //
-// Members: WAITING --complete--> ACTIVE --leave--> LEFT; WAITING --cancel/leave--> (withdrawn,
-// removed); WAITING/ACTIVE --job failed--> FAILED.
+// Member states (liveness):
 //
-// Thread-safe through its own mutex. Every method that completes callbacks or notifies watchers
-// takes an Effects& and only appends to it; the caller runs the effects after unlocking.
+//   WAITING --job complete--> ACTIVE --leave--> LEFT
+//   WAITING --unary call cancelled / leave / suspect grace expired--> (withdrawn, removed)
+//   WAITING <--resume-- SUSPECT(forming) <--session dropped-- WAITING
+//   ACTIVE  --session dropped--> SUSPECT --resumed--> ACTIVE
+//   SUSPECT --disconnect grace expired--> DEAD
+//   ACTIVE/SUSPECT --no heartbeat for MS_NODE_TIMEOUT / reported error--> DEAD
+//   DEAD --(recovery) same node id joins again--> ACTIVE (new incarnation, same rank)
+//   any but DEAD/LEFT --job failed--> FAILED
+//
+// Thread-safe through its own mutex. Every method that completes callbacks, notifies sessions
+// or watchers, or persists changes takes an Effects& and only appends to it (persisting via
+// fx.Persist + fx.Submit under the lock); the caller runs the effects after unlocking.
 #ifndef MS_RENDEZVOUS_CORE_JOB_H_
 #define MS_RENDEZVOUS_CORE_JOB_H_
 
@@ -37,14 +52,33 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/deadline_queue.h"
 #include "core/effects.h"
 #include "core/job_registry.h"
 #include "core/rank_assigner.h"
 #include "core/types.h"
+#include "store/state_store.h"
 
 namespace ms_rendezvous::core {
 
-class StateStore;
+// Delivers closures for one receiver (a session or a watcher) in sequence order, never
+// concurrently: sequence numbers are assigned under the job lock, delivery happens after it,
+// possibly from several threads at once.
+class OrderedDelivery {
+ public:
+  explicit OrderedDelivery(uint64_t first_seq, size_t max_backlog)
+      : next_(first_seq), max_backlog_(max_backlog) {}
+
+  // Runs `fn` once every earlier seq ran. Returns false when the reorder backlog overflowed
+  // (the receiver is then ended by the caller).
+  bool Deliver(uint64_t seq, absl::AnyInvocable<void()> fn);
+
+ private:
+  absl::Mutex mu_;
+  uint64_t next_ ABSL_GUARDED_BY(mu_);
+  const size_t max_backlog_;
+  absl::btree_map<uint64_t, absl::AnyInvocable<void()>> pending_ ABSL_GUARDED_BY(mu_);
+};
 
 class Job {
  public:
@@ -55,32 +89,52 @@ class Job {
     uint32_t worker_num = 0;  // fixed by the first member
     uint32_t server_num = 0;
     int64_t topo_timeout_ms = 0;  // resolved: > 0, or < 0 for forever
+    int64_t node_timeout_ms = 0;  // resolved: > 0, or < 0 for never
+    bool recovery_enabled = false;
   };
 
-  Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store);
+  Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store,
+      DeadlineQueue* deadlines);
   ~Job();
 
   const std::string& id() const { return params_.id; }
   uint64_t uid() const { return params_.uid; }
   uint64_t generation() const { return params_.generation; }
-  // When formation times out (MonoTime::max() for never).
-  MonoTime topo_deadline() const { return topo_deadline_; }
 
-  // Outcome of Join: kParked (done will run later), kDone (done already queued in fx), or
-  // kJobEnded (the job is FINISHED/FAILED: `done` was NOT consumed; the registry starts a new
-  // job for the id and retries).
+  // Records the new job in the store and arms its topology timeout. Call once after creation.
+  void Start(Effects& fx);
+
+  // Outcome of Join: kParked (the member is registered; topology later), kDone (result already
+  // queued in fx, or returned through `error`), kJobEnded (FINISHED/FAILED: nothing consumed;
+  // the registry starts a new job for the id and retries).
   enum class JoinOutcome { kParked, kDone, kJobEnded };
+  // Unary join: `done` is consumed unless kJobEnded.
   JoinOutcome Join(const MemberSpec& spec, uint64_t incarnation, uint64_t waiter_id,
                    JoinCallback& done, Effects& fx);
+  // Session join: on kDone `*error` holds the rejection.
+  JoinOutcome JoinSession(const MemberSpec& spec, uint64_t incarnation,
+                          std::shared_ptr<MemberSession> session, absl::Status* error,
+                          Effects& fx);
 
   void CancelWaiter(uint64_t waiter_id, Effects& fx);
+  absl::Status ResumeSession(const MemberRef& ref, uint64_t generation,
+                             std::shared_ptr<MemberSession> session, Effects& fx);
+  void SessionClosed(const MemberRef& ref, const MemberSession* session, Effects& fx);
+  absl::Status ReportError(const MemberRef& ref, const std::string& reason, Effects& fx);
   absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
   absl::StatusOr<JobState> Leave(const MemberRef& ref, Effects& fx);
 
-  // Fails the job if it is still forming. Returns true when it did.
+  // Deadline handlers; each re-checks the current state and ignores stale timers.
+  // Returns true when the job ended (so the registry schedules its forgetting).
   bool OnTopologyTimeout(Effects& fx);
-  // Ends every watch and completes every waiter with `status` (registry shutdown). Members
-  // keep their state.
+  bool OnMemberDeadline(const Deadline& d, Effects& fx);
+
+  // Restores one member from the store (before serving; no effects but deadlines).
+  void RestoreMember(const MemberRecord& record);
+  // After every member was restored: rebuilds rank tables and arms the restart grace.
+  void FinishRestore(JobState state, const std::string& failure_reason);
+
+  // Ends every watch and session and completes every waiter with `status` (registry shutdown).
   void Shutdown(const absl::Status& status, Effects& fx);
   // Ends every watch (the job is forgotten or replaced).
   void EndWatches(const absl::Status& status, Effects& fx);
@@ -93,6 +147,11 @@ class Job {
   void Unwatch(uint64_t watch_id);
 
  private:
+  struct SessionLink {
+    std::shared_ptr<MemberSession> session;
+    std::shared_ptr<OrderedDelivery> order;
+    uint64_t next_seq = 0;
+  };
   struct Member {
     std::string node_id;
     std::string host;
@@ -107,35 +166,73 @@ class Job {
     uint64_t incarnation = 0;
     MonoTime joined_at;
     MonoTime last_seen;
-    uint64_t waiter_id = 0;  // 0 when no Join is parked
-    JoinCallback done;
+    std::string reason;       // why DEAD / FAILED
+    uint64_t waiter_id = 0;   // unary Join parked (0: none)
+    JoinCallback done;        // unary Join continuation
+    std::optional<SessionLink> session;  // attached session stream
+    bool topology_sent = false;          // to the current session
   };
-  class WatchState;
+  struct WatchLink {
+    std::shared_ptr<JobWatcher> watcher;
+    std::shared_ptr<OrderedDelivery> order;
+  };
   using MemberMap = absl::node_hash_map<std::string, Member>;
 
   absl::Status Validate(const MemberSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  uint32_t Expected(Role role) const {
-    return role == Role::kWorker ? params_.worker_num : params_.server_num;
-  }
+  // Shared by both join flavours: validation, recovery, registration. On success returns the
+  // member; on rejection returns the status.
+  absl::StatusOr<Member*> Register(const MemberSpec& spec, uint64_t incarnation, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Recovery: `m` (DEAD or SUSPECT) is taken over by a new incarnation.
+  void Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void MaybeComplete(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Complete(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Fail(const std::string& reason, absl::StatusCode waiter_code, Effects& fx)
+  void Fail(const std::string& reason, absl::StatusCode waiter_code,
+            const std::vector<DeadMember>& dead, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DeclareDead(Member& m, const std::string& reason, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Member*> FindMember(const MemberRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Member* FindMember(Role role, const std::string& node_id, uint64_t incarnation)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Session plumbing: every call to a session goes through its OrderedDelivery.
+  void Attach(Member& m, std::shared_ptr<MemberSession> session, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendTopology(Member& m, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendEvent(Member& m, std::shared_ptr<const JobEvent> event, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EndSession(Member& m, const absl::Status& status, Effects& fx)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void ArmLiveness(const Member& m, MonoTime when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ArmSuspect(const Member& m, MonoTime when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   Topology TopologyOf(const Member& m) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   MemberInfo InfoOf(const Member& m, MonoTime now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DeadMember DeadOf(const Member& m, MonoTime now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string Describe(const Member& m) const;  // "MS_WORKER rank 3 (node '3', host 10.0.0.1)"
   JobSummary SummaryLocked(bool detailed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string MissingDescription() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Emit(JobEventType type, const Member* member, std::string message, Effects& fx)
+  // Records a watch event (and returns it, for sessions); nullptr when nobody listens.
+  std::shared_ptr<const JobEvent> Emit(JobEventType type, const Member* member,
+                                       std::string message, Effects& fx,
+                                       std::vector<DeadMember> dead = {}, bool force = false)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  JobRecord RecordOf() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  MemberRecord RecordOf(const Member& m) const;
+  void PersistJob(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistMember(const Member& m, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Params params_;
   Clock* const clock_;
   const RegistryOptions& options_;
   StateStore* const store_;
-  const MonoTime created_at_;
-  const MonoTime topo_deadline_;
+  DeadlineQueue* const deadlines_;
+  MonoTime created_at_;
 
   absl::Mutex mu_;
   JobState state_ ABSL_GUARDED_BY(mu_) = JobState::kForming;
@@ -145,13 +242,15 @@ class Job {
   absl::flat_hash_map<uint32_t, std::string> pinned_[kNumRoles] ABSL_GUARDED_BY(mu_);
   uint32_t non_numeric_[kNumRoles] ABSL_GUARDED_BY(mu_) = {0, 0};
   uint32_t left_[kNumRoles] ABSL_GUARDED_BY(mu_) = {0, 0};
+  uint32_t dead_ ABSL_GUARDED_BY(mu_) = 0;
   // After completion: members by rank, per role (stable: no insert/erase after completion).
   std::vector<Member*> by_rank_[kNumRoles] ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::pair<Role, std::string>> waiters_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> host_counts_ ABSL_GUARDED_BY(mu_);
+  MonoTime topo_deadline_ ABSL_GUARDED_BY(mu_);
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;
-  absl::btree_map<uint64_t, std::shared_ptr<WatchState>> watches_ ABSL_GUARDED_BY(mu_);
+  absl::btree_map<uint64_t, WatchLink> watches_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ms_rendezvous::core

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/effects.h"
 #include "core/job.h"
+#include "core/status_util.h"
 #include "store/state_store.h"
 
 namespace ms_rendezvous::core {
@@ -72,6 +73,11 @@ absl::Status ValidateSpec(const MemberSpec& s) {
     return absl::InvalidArgumentError(absl::StrCat("MS_SERVER_NUM=", s.server_num,
                                                    " must be in 0..", kMaxMembersPerRole));
   }
+  if (s.node_timeout_ms > 0 && s.node_timeout_ms < 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MS_NODE_TIMEOUT=", s.node_timeout_ms, "ms is too short: allowed >= 100ms, or negative "
+        "for never"));
+  }
   if (s.role == Role::kPServer && s.server_num == 0) {
     return absl::InvalidArgumentError(
         "MS_ROLE=MS_PSERVER but MS_SERVER_NUM=0: a parameter server needs MS_SERVER_NUM > 0 "
@@ -99,13 +105,45 @@ JobRegistry::JobRegistry(Clock* clock, RegistryOptions options, StateStore* stor
 JobRegistry::~JobRegistry() { Shutdown(); }
 
 void JobRegistry::SetDeadlineObserver(std::function<void(MonoTime)> observer) {
-  deadline_observer_ = std::move(observer);
+  deadlines_.SetObserver(std::move(observer));
 }
 
 std::shared_ptr<Job> JobRegistry::FindJob(const std::string& job_id) {
   absl::MutexLock l(&mu_);
   auto it = jobs_.find(job_id);
   return it == jobs_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (shutting_down_) return nullptr;
+  auto& slot = jobs_[spec.job_id];
+  if (slot == nullptr || slot->IsEnded()) {
+    Job::Params p;
+    p.id = spec.job_id;
+    p.uid = next_job_uid_++;
+    p.generation = slot == nullptr ? 1 : slot->generation() + 1;
+    p.worker_num = spec.worker_num;
+    p.server_num = spec.server_num;
+    p.topo_timeout_ms = spec.topo_timeout_ms != 0
+                            ? spec.topo_timeout_ms
+                            : absl::ToInt64Milliseconds(options_.default_topo_timeout);
+    p.node_timeout_ms = spec.node_timeout_ms != 0
+                            ? spec.node_timeout_ms
+                            : absl::ToInt64Milliseconds(options_.default_node_timeout);
+    p.recovery_enabled = spec.enable_recovery;
+    if (slot != nullptr) {
+      slot->EndWatches(absl::OkStatus(), fx);  // replaced: watchers see the stream end
+      Mutation del;
+      del.kind = Mutation::Kind::kDeleteJob;
+      del.job.job_id = spec.job_id;
+      fx.Persist(std::move(del));
+    }
+    slot = std::make_shared<Job>(std::move(p), clock_, options_, store_, &deadlines_);
+    // Submitted under mu_, so the delete of the old job reaches the store before the new one.
+    slot->Start(fx);
+  }
+  return slot;
 }
 
 uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
@@ -117,56 +155,84 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   }
   const uint64_t waiter_id = NextWaiterId();
   const uint64_t incarnation = NextIncarnation();
-  std::optional<MonoTime> new_deadline;
   for (;;) {
-    std::shared_ptr<Job> job;
-    {
-      absl::MutexLock l(&mu_);
-      if (shutting_down_) {
-        fx.Add([done = std::move(done)]() mutable {
-          done(absl::UnavailableError("the rendezvous daemon is shutting down; retry"));
-        });
-        return 0;
-      }
-      auto& slot = jobs_[spec.job_id];
-      if (slot == nullptr || slot->IsEnded()) {
-        Job::Params p;
-        p.id = spec.job_id;
-        p.uid = next_job_uid_++;
-        p.generation = slot == nullptr ? 1 : slot->generation() + 1;
-        p.worker_num = spec.worker_num;
-        p.server_num = spec.server_num;
-        p.topo_timeout_ms = spec.topo_timeout_ms != 0
-                                ? spec.topo_timeout_ms
-                                : absl::ToInt64Milliseconds(options_.default_topo_timeout);
-        if (slot != nullptr) {
-          slot->EndWatches(absl::OkStatus(), fx);  // replaced: watchers see the stream end
-          if (store_ != nullptr) store_->DeleteJob(spec.job_id).IgnoreError();
-        }
-        slot = std::make_shared<Job>(std::move(p), clock_, options_, store_);
-        if (slot->topo_deadline() != MonoTime::max()) {
-          if (deadlines_.Push(Deadline{slot->topo_deadline(), DeadlineKind::kTopologyTimeout,
-                                       slot->id(), slot->uid()})) {
-            new_deadline = slot->topo_deadline();
-          }
-        }
-      }
-      job = slot;
+    std::shared_ptr<Job> job = JobForJoin(spec, fx);
+    if (job == nullptr) {
+      fx.Add([done = std::move(done)]() mutable {
+        done(absl::UnavailableError("the rendezvous daemon is shutting down; retry"));
+      });
+      return 0;
     }
-    if (job->Join(spec, incarnation, waiter_id, done, fx) != Job::JoinOutcome::kJobEnded) {
-      break;
-    }
-    // The job ended between lookup and join (timeout, last member left): start over, which
-    // replaces it with a new job for this id.
+    // The job may end between lookup and join (timeout, last member left): then start over,
+    // which replaces it with a new job for this id.
+    if (job->Join(spec, incarnation, waiter_id, done, fx) != Job::JoinOutcome::kJobEnded) break;
   }
-  if (new_deadline.has_value() && deadline_observer_) deadline_observer_(*new_deadline);
   return waiter_id;
+}
+
+absl::StatusOr<MemberRef> JobRegistry::JoinSession(MemberSpec spec,
+                                                   std::shared_ptr<MemberSession> session) {
+  Effects fx;
+  RETURN_IF_ERROR(ValidateSpec(spec));
+  const uint64_t incarnation = NextIncarnation();
+  for (;;) {
+    std::shared_ptr<Job> job = JobForJoin(spec, fx);
+    if (job == nullptr) {
+      return absl::UnavailableError("the rendezvous daemon is shutting down; retry");
+    }
+    absl::Status error;
+    Job::JoinOutcome outcome = job->JoinSession(spec, incarnation, session, &error, fx);
+    if (outcome == Job::JoinOutcome::kJobEnded) continue;
+    if (!error.ok()) return error;
+    return MemberRef{spec.job_id, spec.role, spec.node_id, incarnation};
+  }
 }
 
 void JobRegistry::CancelJoin(const std::string& job_id, uint64_t waiter_id) {
   Effects fx;
   std::shared_ptr<Job> job = FindJob(job_id);
   if (job != nullptr) job->CancelWaiter(waiter_id, fx);
+}
+
+absl::Status JobRegistry::ResumeSession(const MemberRef& ref, uint64_t generation,
+                                        std::shared_ptr<MemberSession> session) {
+  Effects fx;
+  {
+    absl::MutexLock l(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("the rendezvous daemon is shutting down; retry");
+    }
+  }
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::AbortedError(absl::StrCat(
+        "cannot resume: job '", ref.job_id,
+        "' is unknown to this daemon (it restarted without --state-dir, or the job ended and "
+        "was forgotten); join again"));
+  }
+  return job->ResumeSession(ref, generation, std::move(session), fx);
+}
+
+void JobRegistry::SessionClosed(const MemberRef& ref, const MemberSession* session) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job != nullptr) job->SessionClosed(ref, session, fx);
+}
+
+absl::Status JobRegistry::ReportError(const MemberRef& ref, const std::string& reason) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id, "' is unknown to this daemon"));
+  }
+  absl::Status st = job->ReportError(ref, reason, fx);
+  if (st.ok() && job->IsEnded()) ScheduleForget(job);
+  return st;
+}
+
+void JobRegistry::ScheduleForget(const std::shared_ptr<Job>& job) {
+  deadlines_.Push(Deadline{AddDuration(clock_->Now(), options_.finished_job_ttl),
+                           DeadlineKind::kForgetJob, job->id(), job->uid()});
 }
 
 absl::StatusOr<HeartbeatResult> JobRegistry::Heartbeat(const MemberRef& ref) {
@@ -186,12 +252,8 @@ absl::StatusOr<JobState> JobRegistry::Leave(const MemberRef& ref) {
                                             "' is unknown to this daemon; nothing to leave"));
   }
   absl::StatusOr<JobState> state = job->Leave(ref, fx);
-  if (state.ok() && *state == JobState::kFinished) {
-    MonoTime when = AddDuration(clock_->Now(), options_.finished_job_ttl);
-    if (deadlines_.Push(Deadline{when, DeadlineKind::kForgetJob, job->id(), job->uid()}) &&
-        deadline_observer_) {
-      deadline_observer_(when);
-    }
+  if (state.ok() && (*state == JobState::kFinished || *state == JobState::kFailed)) {
+    ScheduleForget(job);
   }
   return state;
 }
@@ -243,6 +305,39 @@ void JobRegistry::Unwatch(const std::string& job_id, uint64_t watch_id) {
   if (job != nullptr) job->Unwatch(watch_id);
 }
 
+absl::Status JobRegistry::Restore(const StoredState& state) {
+  absl::MutexLock l(&mu_);
+  if (!jobs_.empty()) {
+    return absl::FailedPreconditionError("Restore() must run before the registry serves");
+  }
+  size_t next_member = 0;
+  for (const JobRecord& r : state.jobs) {
+    Job::Params p;
+    p.id = r.job_id;
+    p.uid = next_job_uid_++;
+    p.generation = r.generation;
+    p.worker_num = r.worker_num;
+    p.server_num = r.server_num;
+    p.topo_timeout_ms = r.topo_timeout_ms;
+    p.node_timeout_ms = r.node_timeout_ms;
+    p.recovery_enabled = r.recovery_enabled;
+    auto job = std::make_shared<Job>(std::move(p), clock_, options_, store_, &deadlines_);
+    while (next_member < state.members.size() && state.members[next_member].job_id < r.job_id) {
+      ++next_member;  // members of a job without a record (cannot happen with a sane store)
+    }
+    while (next_member < state.members.size() && state.members[next_member].job_id == r.job_id) {
+      job->RestoreMember(state.members[next_member++]);
+    }
+    job->FinishRestore(r.state, r.failure_reason);
+    if (r.state == JobState::kFinished || r.state == JobState::kFailed) {
+      deadlines_.Push(Deadline{AddDuration(clock_->Now(), options_.finished_job_ttl),
+                               DeadlineKind::kForgetJob, job->id(), job->uid()});
+    }
+    jobs_.emplace(r.job_id, std::move(job));
+  }
+  return absl::OkStatus();
+}
+
 MonoTime JobRegistry::ProcessDeadlines() {
   const MonoTime now = clock_->Now();
   for (const Deadline& d : deadlines_.PopDue(now)) {
@@ -251,18 +346,23 @@ MonoTime JobRegistry::ProcessDeadlines() {
     if (job == nullptr || job->uid() != d.job_uid) continue;  // replaced or forgotten
     switch (d.kind) {
       case DeadlineKind::kTopologyTimeout:
-        if (job->OnTopologyTimeout(fx)) {
-          deadlines_.Push(Deadline{AddDuration(now, options_.finished_job_ttl),
-                                   DeadlineKind::kForgetJob, job->id(), job->uid()});
-        }
+        if (job->OnTopologyTimeout(fx)) ScheduleForget(job);
+        break;
+      case DeadlineKind::kMemberLiveness:
+      case DeadlineKind::kMemberSuspect:
+        if (job->OnMemberDeadline(d, fx)) ScheduleForget(job);
         break;
       case DeadlineKind::kForgetJob: {
         absl::MutexLock l(&mu_);
         auto it = jobs_.find(d.job_id);
         if (it != jobs_.end() && it->second->uid() == d.job_uid && it->second->IsEnded()) {
           it->second->EndWatches(absl::OkStatus(), fx);
+          Mutation del;
+          del.kind = Mutation::Kind::kDeleteJob;
+          del.job.job_id = d.job_id;
+          fx.Persist(std::move(del));
+          fx.Submit(store_);
           jobs_.erase(it);
-          if (store_ != nullptr) store_->DeleteJob(d.job_id).IgnoreError();
         }
         break;
       }

@@ -30,16 +30,22 @@
 #include "absl/time/time.h"
 #include "core/clock.h"
 #include "core/deadline_queue.h"
+#include "core/effects.h"
 #include "core/types.h"
+#include "store/state_store.h"
 
 namespace ms_rendezvous::core {
 
 class Job;
-class StateStore;
 
 struct RegistryOptions {
   // Topology timeout of a job whose first member sent topo_timeout_ms == 0 (MindSpore: 1800 s).
   absl::Duration default_topo_timeout = absl::Seconds(1800);
+  // MS_NODE_TIMEOUT of a job whose first member sent node_timeout_ms == 0 (MindSpore: 30 s).
+  absl::Duration default_node_timeout = absl::Seconds(30);
+  // How long a member whose session dropped may take to resume before it is declared dead
+  // (or, while the job is forming, withdrawn).
+  absl::Duration disconnect_grace = absl::Seconds(2);
   // How long FINISHED and FAILED jobs stay visible before they are forgotten.
   absl::Duration finished_job_ttl = absl::Hours(1);
   // A watcher that has this many undelivered events is disconnected (ResourceExhausted).
@@ -55,6 +61,19 @@ using JoinCallback = absl::AnyInvocable<void(absl::StatusOr<Topology>)>;
 class JobWatcher {
  public:
   virtual ~JobWatcher() = default;
+  virtual void OnEvent(const JobEvent& event) = 0;
+  virtual void OnEnd(const absl::Status& status) = 0;
+};
+
+// The server side of one member's session stream. The core calls it in order and never
+// concurrently for one session, always outside core locks: OnTopology when the member's job is
+// complete (or at once when a complete job is resumed), OnEvent for what the member must know
+// (job failed, a member died or recovered in recovery mode), OnEnd last (job failed: Aborted
+// with the reason; shutdown: Unavailable; replaced by a newer session: Aborted).
+class MemberSession {
+ public:
+  virtual ~MemberSession() = default;
+  virtual void OnTopology(const Topology& topology) = 0;
   virtual void OnEvent(const JobEvent& event) = 0;
   virtual void OnEnd(const absl::Status& status) = 0;
 };
@@ -100,6 +119,29 @@ class JobRegistry {
   // again and `done` runs with Cancelled. No-op when the waiter already completed.
   void CancelJoin(const std::string& job_id, uint64_t waiter_id);
 
+  // Session variant of Join: registers the member with `session` attached and returns its
+  // reference (incarnation) at once; the topology and later events go to `session`. Errors are
+  // the Join errors above, returned here. In recovery mode a member that died (or whose session
+  // dropped) may join again with the same node id: it takes back its rank and gets its topology
+  // at once; survivors get kMemberRecovered.
+  absl::StatusOr<MemberRef> JoinSession(MemberSpec spec, std::shared_ptr<MemberSession> session);
+
+  // Re-attaches a registration after a reconnect (or a daemon restart). `generation` is the one
+  // the member holds, 0 if it had no topology yet. A complete job sends the topology at once.
+  // Aborted when the daemon does not have this registration any more (unknown job, stale
+  // incarnation or generation, declared dead, left); FailedPrecondition for a failed job.
+  absl::Status ResumeSession(const MemberRef& ref, uint64_t generation,
+                             std::shared_ptr<MemberSession> session);
+
+  // The member's session stream ended without a Leave (connection dropped, process died). The
+  // member becomes SUSPECT and is declared dead after disconnect_grace unless it resumes.
+  // No-op when `session` is not the member's current session.
+  void SessionClosed(const MemberRef& ref, const MemberSession* session);
+
+  // The member reports a fatal error: it is declared dead with `reason` (job FAILED, or
+  // DEGRADED in recovery mode) and every other member is told.
+  absl::Status ReportError(const MemberRef& ref, const std::string& reason);
+
   // Records that a member is alive. NotFound (unknown job/member), Aborted (stale incarnation
   // or failed job; the message says why).
   absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
@@ -117,6 +159,12 @@ class JobRegistry {
   absl::StatusOr<uint64_t> Watch(const std::string& job_id, std::shared_ptr<JobWatcher> watcher);
   // Unsubscribes (no OnEnd call follows). No-op for an unknown id.
   void Unwatch(const std::string& job_id, uint64_t watch_id);
+
+  // Rebuilds jobs and members from a StateStore after a daemon restart. Call once, before
+  // serving. Every member gets one node timeout (its job's MS_NODE_TIMEOUT) to resume its
+  // session or heartbeat before its liveness is judged; a forming job gets a fresh topology
+  // timeout.
+  absl::Status Restore(const StoredState& state);
 
   // Runs every deadline that is due. Returns when the next one is due (MonoTime::max() when
   // none).
@@ -136,6 +184,9 @@ class JobRegistry {
 
  private:
   std::shared_ptr<Job> FindJob(const std::string& job_id);
+  // Finds or creates the job `spec` joins (replacing an ended one). nullptr when shutting down.
+  std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx);
+  void ScheduleForget(const std::shared_ptr<Job>& job);
 
   Clock* const clock_;
   const RegistryOptions options_;
@@ -147,7 +198,6 @@ class JobRegistry {
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_job_uid_ ABSL_GUARDED_BY(mu_) = 1;
 
-  std::function<void(MonoTime)> deadline_observer_;
 };
 
 }  // namespace ms_rendezvous::core

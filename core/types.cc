@@ -22,6 +22,8 @@ absl::string_view JobStateName(JobState state) {
       return "finished";
     case JobState::kFailed:
       return "failed";
+    case JobState::kDegraded:
+      return "degraded";
   }
   return "?";
 }
@@ -36,6 +38,10 @@ absl::string_view MemberStateName(MemberState state) {
       return "left";
     case MemberState::kFailed:
       return "failed";
+    case MemberState::kSuspect:
+      return "suspect";
+    case MemberState::kDead:
+      return "dead";
   }
   return "?";
 }
@@ -56,6 +62,14 @@ absl::string_view JobEventTypeName(JobEventType type) {
       return "job_finished";
     case JobEventType::kJobFailed:
       return "job_failed";
+    case JobEventType::kMemberSuspect:
+      return "member_suspect";
+    case JobEventType::kMemberResumed:
+      return "member_resumed";
+    case JobEventType::kMemberDead:
+      return "member_dead";
+    case JobEventType::kMemberRecovered:
+      return "member_recovered";
   }
   return "?";
 }

@@ -17,8 +17,9 @@ namespace ms_rendezvous::core {
 enum class Role { kWorker = 0, kPServer = 1 };
 inline constexpr int kNumRoles = 2;
 
-enum class JobState { kForming, kComplete, kFinished, kFailed };
-enum class MemberState { kWaiting, kActive, kLeft, kFailed };
+// See core/job.h for the state diagrams.
+enum class JobState { kForming, kComplete, kFinished, kFailed, kDegraded };
+enum class MemberState { kWaiting, kActive, kLeft, kFailed, kSuspect, kDead };
 
 // MindSpore spelling of a role ("MS_WORKER", "MS_PSERVER"), used in every message.
 absl::string_view RoleName(Role role);
@@ -36,6 +37,8 @@ struct MemberSpec {
   uint32_t worker_num = 0;
   uint32_t server_num = 0;
   int64_t topo_timeout_ms = 0;  // 0: registry default; < 0: forever
+  int64_t node_timeout_ms = 0;  // MS_NODE_TIMEOUT; 0: registry default; < 0: never
+  bool enable_recovery = false;  // MS_ENABLE_RECOVERY
 };
 
 // A member's placement, delivered when its job is complete.
@@ -76,6 +79,18 @@ struct MemberInfo {
   MemberState state = MemberState::kWaiting;
   absl::Duration last_seen_age;
   uint64_t incarnation = 0;
+  std::string reason;      // why it is dead / failed
+  bool connected = false;  // holds a live session
+};
+
+// A member that died, as told to every survivor.
+struct DeadMember {
+  Role role = Role::kWorker;
+  std::optional<uint32_t> rank;
+  std::string node_id;
+  std::string host;
+  absl::Duration last_seen_ago;
+  std::string reason;
 };
 
 struct RoleSummary {
@@ -106,6 +121,10 @@ struct JobSummary {
   std::string failure_reason;
   std::vector<HostSummary> hosts;  // capped (see JobRegistry::kMaxHostsListed)
   uint32_t hosts_total = 0;
+  int64_t node_timeout_ms = 0;
+  bool recovery_enabled = false;
+  uint32_t suspect = 0;  // members per liveness state
+  uint32_t dead = 0;
 };
 
 enum class JobEventType {
@@ -116,6 +135,10 @@ enum class JobEventType {
   kJobComplete,
   kJobFinished,
   kJobFailed,
+  kMemberSuspect,
+  kMemberResumed,
+  kMemberDead,
+  kMemberRecovered,
 };
 absl::string_view JobEventTypeName(JobEventType type);  // "member_joined", ...
 
@@ -126,6 +149,7 @@ struct JobEvent {
   std::optional<MemberInfo> member;
   std::string message;
   absl::Time wall_time;
+  std::vector<DeadMember> dead;  // kJobFailed, kMemberDead
 };
 
 }  // namespace ms_rendezvous::core

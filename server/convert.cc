@@ -42,6 +42,8 @@ pb::JobState JobStateToProto(core::JobState state) {
       return pb::JOB_STATE_FINISHED;
     case core::JobState::kFailed:
       return pb::JOB_STATE_FAILED;
+    case core::JobState::kDegraded:
+      return pb::JOB_STATE_DEGRADED;
   }
   return pb::JOB_STATE_UNSPECIFIED;
 }
@@ -56,6 +58,10 @@ pb::MemberState MemberStateToProto(core::MemberState state) {
       return pb::MEMBER_STATE_LEFT;
     case core::MemberState::kFailed:
       return pb::MEMBER_STATE_FAILED;
+    case core::MemberState::kSuspect:
+      return pb::MEMBER_STATE_SUSPECT;
+    case core::MemberState::kDead:
+      return pb::MEMBER_STATE_DEAD;
   }
   return pb::MEMBER_STATE_UNSPECIFIED;
 }
@@ -76,6 +82,14 @@ pb::JobEventType EventTypeToProto(core::JobEventType type) {
       return pb::JOB_EVENT_JOB_FINISHED;
     case core::JobEventType::kJobFailed:
       return pb::JOB_EVENT_JOB_FAILED;
+    case core::JobEventType::kMemberSuspect:
+      return pb::JOB_EVENT_MEMBER_SUSPECT;
+    case core::JobEventType::kMemberResumed:
+      return pb::JOB_EVENT_MEMBER_RESUMED;
+    case core::JobEventType::kMemberDead:
+      return pb::JOB_EVENT_MEMBER_DEAD;
+    case core::JobEventType::kMemberRecovered:
+      return pb::JOB_EVENT_MEMBER_RECOVERED;
   }
   return pb::JOB_EVENT_UNSPECIFIED;
 }
@@ -93,6 +107,8 @@ absl::StatusOr<core::MemberSpec> SpecFromProto(const pb::MemberSpec& in) {
   s.worker_num = in.worker_num();
   s.server_num = in.server_num();
   s.topo_timeout_ms = in.topo_timeout_ms();
+  s.node_timeout_ms = in.node_timeout_ms();
+  s.enable_recovery = in.enable_recovery();
   return s;
 }
 
@@ -134,6 +150,20 @@ void MemberInfoToProto(const core::MemberInfo& in, pb::MemberInfo* out) {
   out->set_state(MemberStateToProto(in.state));
   out->set_last_heartbeat_age_s(absl::ToDoubleSeconds(in.last_seen_age));
   out->set_incarnation(in.incarnation);
+  out->set_reason(in.reason);
+  out->set_connected(in.connected);
+}
+
+void DeadMemberToProto(const core::DeadMember& in, pb::DeadMember* out) {
+  out->set_role(RoleToProto(in.role));
+  if (in.rank.has_value()) {
+    out->set_rank(*in.rank);
+    out->set_has_rank(true);
+  }
+  out->set_node_id(in.node_id);
+  out->set_host(in.host);
+  out->set_last_seen_s_ago(absl::ToDoubleSeconds(in.last_seen_ago));
+  out->set_reason(in.reason);
 }
 
 void JobSummaryToProto(const core::JobSummary& in, pb::JobSummary* out) {
@@ -163,6 +193,10 @@ void JobSummaryToProto(const core::JobSummary& in, pb::JobSummary* out) {
     o->set_members(h.members);
   }
   out->set_hosts_total(in.hosts_total);
+  out->set_node_timeout_ms(in.node_timeout_ms);
+  out->set_recovery_enabled(in.recovery_enabled);
+  out->set_suspect(in.suspect);
+  out->set_dead(in.dead);
 }
 
 void JobEventToProto(const core::JobEvent& in, pb::JobEvent* out) {
@@ -172,6 +206,7 @@ void JobEventToProto(const core::JobEvent& in, pb::JobEvent* out) {
   if (in.member.has_value()) MemberInfoToProto(*in.member, out->mutable_member());
   out->set_message(in.message);
   out->set_unix_time_ms(absl::ToUnixMillis(in.wall_time));
+  for (const core::DeadMember& d : in.dead) DeadMemberToProto(d, out->add_dead());
 }
 
 std::string HostFromPeer(const std::string& peer) {

@@ -28,6 +28,7 @@ absl::StatusOr<core::MemberRef> RefFromProto(const pb::MemberRef& in);
 void TopologyToProto(const core::Topology& in, pb::Topology* out);
 void MemberInfoToProto(const core::MemberInfo& in, pb::MemberInfo* out);
 void JobSummaryToProto(const core::JobSummary& in, pb::JobSummary* out);
+void DeadMemberToProto(const core::DeadMember& in, pb::DeadMember* out);
 void JobEventToProto(const core::JobEvent& in, pb::JobEvent* out);
 
 // The host part of a gRPC peer URI ("ipv4:10.0.0.1:5000" -> "10.0.0.1",

@@ -17,7 +17,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "core/effects.h"
 #include "server/server.h"
+#include "store/sqlite_state_store.h"
 
 namespace {
 
@@ -28,15 +30,21 @@ constexpr char kUsage[] =
     "  --default-topo-timeout DUR    topology timeout of jobs whose members send none\n"
     "                                (MS_TOPO_TIMEOUT unset; default 1800s)\n"
     "  --finished-job-ttl DUR        how long finished/failed jobs stay visible (default 1h)\n"
+    "  --state-dir DIR               keep membership in DIR (SQLite, WAL) so it survives\n"
+    "                                restarts and kill -9; without it state is in memory\n"
+    "  --default-node-timeout DUR    MS_NODE_TIMEOUT of jobs whose members send none (30s)\n"
+    "  --disconnect-grace DUR        how long a member whose session dropped may take to\n"
+    "                                resume before it is declared dead (default 2s)\n"
     "  --max-watch-backlog N         events a slow watcher may lag before it is cut (10000)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
-    "State is kept in memory in this version: it is lost when the daemon stops.\n";
+    "Without --state-dir, state is kept in memory: it is lost when the daemon stops.\n";
 
 struct Flags {
   ms_rendezvous::server::ServerOptions server;
   std::string port_file;
+  std::string state_dir;
   absl::Duration shutdown_grace = absl::Seconds(5);
 };
 
@@ -84,6 +92,20 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
         *error = "--default-topo-timeout must be > 0";
         return false;
       }
+    } else if (name == "state-dir") {
+      flags->state_dir = value;
+    } else if (name == "default-node-timeout") {
+      if (!ParseDurationFlag(name, value, &flags->server.registry.default_node_timeout, error)) {
+        return false;
+      }
+      if (flags->server.registry.default_node_timeout < absl::Milliseconds(100)) {
+        *error = "--default-node-timeout must be >= 100ms";
+        return false;
+      }
+    } else if (name == "disconnect-grace") {
+      if (!ParseDurationFlag(name, value, &flags->server.registry.disconnect_grace, error)) {
+        return false;
+      }
     } else if (name == "finished-job-ttl") {
       if (!ParseDurationFlag(name, value, &flags->server.registry.finished_job_ttl, error)) {
         return false;
@@ -129,6 +151,21 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  // Acknowledging a change the store could not make durable would be worse than stopping:
+  // systemd restarts the daemon, which reloads what is durable.
+  ms_rendezvous::core::SetStorageFailureHandler([](const absl::Status& status) {
+    LOG(FATAL) << "state store failed, stopping: " << status.message();
+  });
+  std::unique_ptr<ms_rendezvous::core::SqliteStateStore> store;
+  if (!flags.state_dir.empty()) {
+    auto opened = ms_rendezvous::core::SqliteStateStore::Open(flags.state_dir);
+    if (!opened.ok()) {
+      std::cerr << "ms-rendezvousd: --state-dir: " << opened.status().message() << "\n";
+      return 1;
+    }
+    store = std::move(*opened);
+    flags.server.store = store.get();
+  }
   auto server = ms_rendezvous::server::RendezvousServer::Start(flags.server);
   if (!server.ok()) {
     LOG(ERROR) << server.status().message();
@@ -141,8 +178,12 @@ int main(int argc, char** argv) {
             << " default_topo_timeout=" << absl::FormatDuration(reg.default_topo_timeout)
             << " finished_job_ttl=" << absl::FormatDuration(reg.finished_job_ttl)
             << " max_watch_backlog=" << reg.max_watch_backlog
-            << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace)
-            << " state=memory (no persistence: jobs are lost when the daemon stops)";
+            << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
+            << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)
+            << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " state="
+            << (store != nullptr ? store->Describe()
+                                 : std::string("memory (no --state-dir: jobs are lost when the "
+                                               "daemon stops)"));
   if (!flags.port_file.empty()) {
     // Write then rename, so a reader never sees a half-written port.
     const std::string tmp = flags.port_file + ".tmp";

@@ -115,7 +115,16 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
 
   auto impl = std::make_unique<Impl>();
   core::Clock* clock = options.clock != nullptr ? options.clock : core::Clock::Real();
-  impl->registry = std::make_unique<core::JobRegistry>(clock, options.registry);
+  impl->registry = std::make_unique<core::JobRegistry>(clock, options.registry, options.store);
+  if (options.store != nullptr) {
+    absl::StatusOr<core::StoredState> stored = options.store->Load();
+    if (!stored.ok()) return stored.status();
+    st = impl->registry->Restore(*stored);
+    if (!st.ok()) return st;
+    LOG(INFO) << "restored " << stored->jobs.size() << " job(s) and " << stored->members.size()
+              << " member(s) from " << options.store->Describe()
+              << "; members get one node timeout to resume";
+  }
   impl->rendezvous = std::make_unique<RendezvousService>(impl->registry.get());
   impl->admin = std::make_unique<AdminService>(impl->registry.get());
 

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/job_registry.h"
+#include "store/state_store.h"
 
 namespace ms_rendezvous::server {
 
@@ -24,12 +25,16 @@ struct ServerOptions {
   core::RegistryOptions registry;
   // Clock for the registry; nullptr = the real monotonic clock.
   core::Clock* clock = nullptr;
+  // Where membership is persisted (not owned; must outlive the server). nullptr: in memory only.
+  // With a store, its state is loaded and restored before the port is opened.
+  core::StateStore* store = nullptr;
 };
 
 class RendezvousServer {
  public:
-  // Binds the port and starts serving. Errors: InvalidArgument for a malformed listen address,
-  // Unavailable when the port cannot be bound (the message names the address).
+  // Restores state from options.store (if any), binds the port and starts serving. Errors:
+  // InvalidArgument for a malformed listen address, Unavailable when the port cannot be bound
+  // (the message names the address), the store's error when its state cannot be loaded.
   static absl::StatusOr<std::unique_ptr<RendezvousServer>> Start(ServerOptions options);
 
   ~RendezvousServer();  // Shutdown(absl::ZeroDuration()) if not done yet.

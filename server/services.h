@@ -11,11 +11,15 @@ namespace ms_rendezvous::server {
 // Number of Join calls completed by this process (any outcome), for memory housekeeping.
 uint64_t CompletedJoinCalls();
 
-// Worker-facing: Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
+// Worker-facing: Session (join + heartbeats + pushed events on one stream), and the unary
+// Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
 class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::CallbackService {
  public:
   explicit RendezvousService(core::JobRegistry* registry) : registry_(registry) {}
 
+  grpc::ServerBidiReactor<::ms::rendezvous::v1::SessionRequest,
+                          ::ms::rendezvous::v1::SessionResponse>*
+  Session(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx,
                                  const ::ms::rendezvous::v1::JoinRequest* req,
                                  ::ms::rendezvous::v1::JoinResponse* resp) override;

@@ -2,53 +2,45 @@
 
 namespace ms_rendezvous::core {
 
-absl::Status MemoryStateStore::PutJob(const JobRecord& job) {
-  absl::MutexLock l(&mu_);
-  jobs_[job.job_id] = job;
-  return absl::OkStatus();
-}
-
-absl::Status MemoryStateStore::DeleteJob(const std::string& job_id) {
-  absl::MutexLock l(&mu_);
-  jobs_.erase(job_id);
-  auto it = members_.lower_bound(MemberKey(job_id, 0, ""));
-  while (it != members_.end() && std::get<0>(it->first) == job_id) it = members_.erase(it);
-  return absl::OkStatus();
-}
-
-absl::Status MemoryStateStore::PutMember(const MemberRecord& member) {
-  absl::MutexLock l(&mu_);
-  if (jobs_.find(member.job_id) == jobs_.end()) {
-    return absl::FailedPreconditionError("MemoryStateStore: member '" + member.node_id +
-                                         "' written for unknown job '" + member.job_id + "'");
+void MemoryStateStore::Apply(const Mutation& m, std::map<std::string, JobRecord>& jobs,
+                             std::map<MemberKey, MemberRecord>& members) {
+  switch (m.kind) {
+    case Mutation::Kind::kPutJob:
+      jobs[m.job.job_id] = m.job;
+      break;
+    case Mutation::Kind::kDeleteJob: {
+      jobs.erase(m.job.job_id);
+      auto it = members.lower_bound(MemberKey(m.job.job_id, 0, ""));
+      while (it != members.end() && std::get<0>(it->first) == m.job.job_id) {
+        it = members.erase(it);
+      }
+      break;
+    }
+    case Mutation::Kind::kPutMember:
+      members[MemberKey(m.member.job_id, static_cast<int>(m.member.role), m.member.node_id)] =
+          m.member;
+      break;
+    case Mutation::Kind::kDeleteMember:
+      members.erase(
+          MemberKey(m.member.job_id, static_cast<int>(m.member.role), m.member.node_id));
+      break;
   }
-  members_[MemberKey(member.job_id, static_cast<int>(member.role), member.node_id)] = member;
-  return absl::OkStatus();
 }
 
-absl::Status MemoryStateStore::DeleteMember(const std::string& job_id, Role role,
-                                            const std::string& node_id) {
-  absl::MutexLock l(&mu_);
-  members_.erase(MemberKey(job_id, static_cast<int>(role), node_id));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<JobRecord>> MemoryStateStore::LoadJobs() {
-  absl::MutexLock l(&mu_);
-  std::vector<JobRecord> out;
-  for (const auto& [id, job] : jobs_) out.push_back(job);
-  return out;
-}
-
-absl::StatusOr<std::vector<MemberRecord>> MemoryStateStore::LoadMembers(
-    const std::string& job_id) {
-  absl::MutexLock l(&mu_);
-  std::vector<MemberRecord> out;
-  for (auto it = members_.lower_bound(MemberKey(job_id, 0, ""));
-       it != members_.end() && std::get<0>(it->first) == job_id; ++it) {
-    out.push_back(it->second);
+void MemoryStateStore::Commit(std::vector<Mutation> batch, CommitCallback done) {
+  {
+    absl::MutexLock l(&mu_);
+    for (const Mutation& m : batch) Apply(m, jobs_, members_);
   }
-  return out;
+  done(absl::OkStatus());
+}
+
+absl::StatusOr<StoredState> MemoryStateStore::Load() {
+  absl::MutexLock l(&mu_);
+  StoredState s;
+  for (const auto& [id, job] : jobs_) s.jobs.push_back(job);
+  for (const auto& [key, member] : members_) s.members.push_back(member);
+  return s;
 }
 
 }  // namespace ms_rendezvous::core

@@ -1,5 +1,6 @@
-// MemoryStateStore: the StateStore of a daemon started without --state-dir. Keeps the records in
-// process memory (lost with the process; the daemon says so at start).
+// MemoryStateStore: the StateStore of a daemon started without --state-dir. Applies batches at
+// once, in process memory (lost with the process; the daemon says so at start). Also the
+// reference implementation the durable stores are tested against.
 #ifndef MS_RENDEZVOUS_STORE_MEMORY_STATE_STORE_H_
 #define MS_RENDEZVOUS_STORE_MEMORY_STATE_STORE_H_
 
@@ -15,16 +16,17 @@ namespace ms_rendezvous::core {
 
 class MemoryStateStore final : public StateStore {
  public:
-  absl::Status PutJob(const JobRecord& job) override;
-  absl::Status DeleteJob(const std::string& job_id) override;
-  absl::Status PutMember(const MemberRecord& member) override;
-  absl::Status DeleteMember(const std::string& job_id, Role role,
-                            const std::string& node_id) override;
-  absl::StatusOr<std::vector<JobRecord>> LoadJobs() override;
-  absl::StatusOr<std::vector<MemberRecord>> LoadMembers(const std::string& job_id) override;
+  void Commit(std::vector<Mutation> batch, CommitCallback done) override;
+  absl::StatusOr<StoredState> Load() override;
+  bool durable() const override { return false; }
+  std::string Describe() const override { return "memory (lost when the daemon stops)"; }
+
+  // Applies one mutation to maps keyed like the durable stores (shared by tests).
+  using MemberKey = std::tuple<std::string, int, std::string>;
+  static void Apply(const Mutation& m, std::map<std::string, JobRecord>& jobs,
+                    std::map<MemberKey, MemberRecord>& members);
 
  private:
-  using MemberKey = std::tuple<std::string, int, std::string>;
   absl::Mutex mu_;
   std::map<std::string, JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<MemberKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);

@@ -566,14 +566,12 @@ TEST_F(RegistryTest, Shutdown_WaitersGetUnavailable_NewJoinsRefused) {
 
 TEST_F(RegistryTest, StateStore_SeesMembershipWithRanks) {
   JoinNumeric("j", 2, 2);
-  auto jobs = store_.LoadJobs();
-  ASSERT_THAT(jobs, IsOk());
-  ASSERT_EQ(jobs->size(), 1u);
-  EXPECT_EQ((*jobs)[0].state, JobState::kComplete);
-  auto members = store_.LoadMembers("j");
-  ASSERT_THAT(members, IsOk());
-  ASSERT_EQ(members->size(), 2u);
-  for (const auto& m : *members) {
+  auto state = store_.Load();
+  ASSERT_THAT(state, IsOk());
+  ASSERT_EQ(state->jobs.size(), 1u);
+  EXPECT_EQ(state->jobs[0].state, JobState::kComplete);
+  ASSERT_EQ(state->members.size(), 2u);
+  for (const auto& m : state->members) {
     ASSERT_TRUE(m.rank.has_value());
     EXPECT_EQ(std::to_string(*m.rank), m.node_id);
     EXPECT_EQ(m.state, MemberState::kActive);
