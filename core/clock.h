@@ -44,15 +44,25 @@ class FakeClock final : public Clock {
     absl::MutexLock l(&mu_);
     return now_;
   }
-  absl::Time WallNow() override { return absl::UnixEpoch(); }
+  absl::Time WallNow() override {
+    absl::MutexLock l(&mu_);
+    return wall_;
+  }
   void Advance(absl::Duration d) {
     absl::MutexLock l(&mu_);
     now_ = AddDuration(now_, d);
+    wall_ += d;
+  }
+  // Moves only the wall clock (an NTP step, an operator's typo): must change nothing.
+  void JumpWallClock(absl::Duration d) {
+    absl::MutexLock l(&mu_);
+    wall_ += d;
   }
 
  private:
   absl::Mutex mu_;
   MonoTime now_ ABSL_GUARDED_BY(mu_) = MonoTime() + std::chrono::hours(1000);
+  absl::Time wall_ ABSL_GUARDED_BY(mu_) = absl::UnixEpoch();
 };
 
 }  // namespace ms_rendezvous::core

@@ -1,0 +1,458 @@
+// Liveness, failure fan-out, recovery, durability and restore: JobRegistry with a FakeClock and
+// fake sessions, no gRPC. One test per transition of the member state machine (core/job.h).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/job_registry.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "store/memory_state_store.h"
+#include "test_util.h"
+
+namespace ms_rendezvous::core {
+namespace {
+
+using ::ms_rendezvous::testing::IsOk;
+using ::ms_rendezvous::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+// Records what the core pushes to one member's session.
+class FakeSession : public MemberSession {
+ public:
+  void OnTopology(const Topology& t) override {
+    absl::MutexLock l(&mu);
+    topologies.push_back(t);
+  }
+  void OnEvent(const JobEvent& e) override {
+    absl::MutexLock l(&mu);
+    events.push_back(e);
+  }
+  void OnEnd(const absl::Status& s) override {
+    absl::MutexLock l(&mu);
+    EXPECT_FALSE(ended) << "OnEnd twice";
+    ended = true;
+    end = s;
+  }
+  size_t NumTopologies() {
+    absl::MutexLock l(&mu);
+    return topologies.size();
+  }
+  std::optional<Topology> LastTopology() {
+    absl::MutexLock l(&mu);
+    if (topologies.empty()) return std::nullopt;
+    return topologies.back();
+  }
+  std::vector<JobEventType> EventTypes() {
+    absl::MutexLock l(&mu);
+    std::vector<JobEventType> out;
+    for (auto& e : events) out.push_back(e.type);
+    return out;
+  }
+  std::optional<JobEvent> LastEvent() {
+    absl::MutexLock l(&mu);
+    if (events.empty()) return std::nullopt;
+    return events.back();
+  }
+  bool Ended() {
+    absl::MutexLock l(&mu);
+    return ended;
+  }
+  absl::Status End() {
+    absl::MutexLock l(&mu);
+    return end;
+  }
+
+  absl::Mutex mu;
+  std::vector<Topology> topologies;
+  std::vector<JobEvent> events;
+  bool ended = false;
+  absl::Status end;
+};
+
+// A store that holds every batch until the test releases it: proves acks wait for durability.
+class HeldStore : public StateStore {
+ public:
+  void Commit(std::vector<Mutation> batch, CommitCallback done) override {
+    absl::MutexLock l(&mu_);
+    held_.push_back({std::move(batch), std::move(done)});
+  }
+  absl::StatusOr<StoredState> Load() override { return StoredState{}; }
+  bool durable() const override { return true; }
+  std::string Describe() const override { return "held"; }
+  size_t held() {
+    absl::MutexLock l(&mu_);
+    return held_.size();
+  }
+  void ReleaseAll() {
+    std::vector<std::pair<std::vector<Mutation>, CommitCallback>> batches;
+    {
+      absl::MutexLock l(&mu_);
+      batches.swap(held_);
+    }
+    for (auto& [batch, done] : batches) done(absl::OkStatus());
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<std::vector<Mutation>, CommitCallback>> held_ ABSL_GUARDED_BY(mu_);
+};
+
+class LivenessTest : public ::testing::Test {
+ protected:
+  LivenessTest() { Reset(&store_); }
+
+  void Reset(StateStore* store) {
+    RegistryOptions o;
+    o.default_topo_timeout = absl::Seconds(60);
+    o.default_node_timeout = absl::Seconds(30);
+    o.disconnect_grace = absl::Seconds(2);
+    reg_ = std::make_unique<JobRegistry>(&clock_, o, store);
+  }
+
+  static MemberSpec Spec(const std::string& node_id, uint32_t n = 4, bool recovery = false) {
+    MemberSpec s;
+    s.job_id = "j";
+    s.node_id = node_id;
+    s.host = "10.0.0." + std::to_string(1 + (node_id.empty() ? 0 : node_id[0] % 4));
+    s.worker_num = n;
+    s.enable_recovery = recovery;
+    return s;
+  }
+
+  struct Member {
+    std::shared_ptr<FakeSession> session = std::make_shared<FakeSession>();
+    MemberRef ref;
+  };
+
+  Member Join(const MemberSpec& spec) {
+    Member m;
+    auto ref = reg_->JoinSession(spec, m.session);
+    EXPECT_THAT(ref, IsOk());
+    if (ref.ok()) m.ref = *ref;
+    return m;
+  }
+
+  std::vector<Member> JoinAll(uint32_t n, bool recovery = false) {
+    std::vector<Member> out;
+    for (uint32_t i = 0; i < n; ++i) out.push_back(Join(Spec(std::to_string(i), n, recovery)));
+    return out;
+  }
+
+  void Advance(absl::Duration d) {
+    clock_.Advance(d);
+    reg_->ProcessDeadlines();
+  }
+
+  void HeartbeatAll(std::vector<Member>& ms, size_t except) {
+    for (size_t i = 0; i < ms.size(); ++i) {
+      if (i != except) ASSERT_THAT(reg_->Heartbeat(ms[i].ref), IsOk());
+    }
+  }
+
+  MemberInfo Info(uint32_t rank) {
+    auto page = reg_->ListMembers("j", rank, 1);
+    EXPECT_THAT(page, IsOk());
+    return page->members.at(0);
+  }
+
+  FakeClock clock_;
+  MemoryStateStore store_;
+  std::unique_ptr<JobRegistry> reg_;
+};
+
+TEST_F(LivenessTest, JoinSession_CompleteJob_EverySessionGetsItsTopology) {
+  auto ms = JoinAll(4);
+  for (uint32_t i = 0; i < 4; ++i) {
+    ASSERT_EQ(ms[i].session->NumTopologies(), 1u);
+    EXPECT_EQ(ms[i].session->LastTopology()->rank, i);
+    EXPECT_EQ(ms[i].session->LastTopology()->incarnation, ms[i].ref.incarnation);
+  }
+  EXPECT_TRUE(Info(0).connected);
+}
+
+TEST_F(LivenessTest, SessionDropped_SuspectAtOnce_DeadAfterGrace_EverySurvivorToldWhoDied) {
+  auto ms = JoinAll(4);
+  reg_->SessionClosed(ms[2].ref, ms[2].session.get());
+  EXPECT_EQ(Info(2).state, MemberState::kSuspect);
+  EXPECT_FALSE(Info(2).connected);
+  Advance(absl::Milliseconds(1999));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  Advance(absl::Milliseconds(1));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  EXPECT_EQ(Info(2).state, MemberState::kDead);
+  for (int i : {0, 1, 3}) {
+    auto ev = ms[i].session->LastEvent();
+    ASSERT_TRUE(ev.has_value());
+    EXPECT_EQ(ev->type, JobEventType::kJobFailed);
+    ASSERT_EQ(ev->dead.size(), 1u);
+    EXPECT_EQ(ev->dead[0].node_id, "2");
+    EXPECT_EQ(*ev->dead[0].rank, 2u);
+    EXPECT_THAT(ev->dead[0].reason, HasSubstr("connection lost"));
+    EXPECT_TRUE(ms[i].session->Ended());
+    EXPECT_THAT(ms[i].session->End(),
+                StatusIs(absl::StatusCode::kAborted, AllOf(HasSubstr("rank 2"), HasSubstr("died"))));
+    EXPECT_EQ(Info(i).state, MemberState::kFailed);
+  }
+}
+
+TEST_F(LivenessTest, SessionDropped_ResumedWithinGrace_NothingFails) {
+  auto ms = JoinAll(4);
+  reg_->SessionClosed(ms[1].ref, ms[1].session.get());
+  Advance(absl::Seconds(1));
+  auto again = std::make_shared<FakeSession>();
+  ASSERT_THAT(reg_->ResumeSession(ms[1].ref, 1, again), IsOk());
+  ASSERT_EQ(again->NumTopologies(), 1u);  // same rank, same generation, at once
+  EXPECT_EQ(again->LastTopology()->rank, 1u);
+  EXPECT_EQ(again->LastTopology()->generation, 1u);
+  Advance(absl::Seconds(5));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  EXPECT_EQ(Info(1).state, MemberState::kActive);
+  EXPECT_TRUE(Info(1).connected);
+  // The old stream's late close is ignored: it is not the member's session any more.
+  reg_->SessionClosed(ms[1].ref, ms[1].session.get());
+  EXPECT_EQ(Info(1).state, MemberState::kActive);
+}
+
+TEST_F(LivenessTest, SilentMember_DeadAtNodeTimeout_OthersNotFalselyDetected) {
+  auto ms = JoinAll(4);
+  for (int t = 0; t < 29; ++t) {
+    Advance(absl::Seconds(1));
+    HeartbeatAll(ms, /*except=*/3);
+  }
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  Advance(absl::Seconds(1));  // 30 s since rank 3 was last heard from
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  EXPECT_EQ(Info(3).state, MemberState::kDead);
+  EXPECT_THAT(Info(3).reason, AllOf(HasSubstr("no heartbeat for 30s"), HasSubstr("MS_NODE_TIMEOUT")));
+  for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(Info(i).state, MemberState::kFailed);
+}
+
+TEST_F(LivenessTest, Heartbeat_PostponesDeath_DeadlineReArmedLazily) {
+  auto ms = JoinAll(1);
+  Advance(absl::Seconds(20));
+  ASSERT_THAT(reg_->Heartbeat(ms[0].ref), IsOk());
+  Advance(absl::Seconds(10));  // the first liveness entry pops at 30 s: re-armed to 50 s
+  EXPECT_EQ(Info(0).state, MemberState::kActive);
+  Advance(absl::Seconds(19));
+  EXPECT_EQ(Info(0).state, MemberState::kActive);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(Info(0).state, MemberState::kDead);
+}
+
+TEST_F(LivenessTest, NegativeNodeTimeout_SilenceIsNeverDeath) {
+  MemberSpec s = Spec("0", 1);
+  s.node_timeout_ms = -1;
+  Join(s);
+  Advance(absl::Hours(100));
+  EXPECT_EQ(Info(0).state, MemberState::kActive);
+}
+
+TEST_F(LivenessTest, WallClockJump_ChangesNothing) {
+  auto ms = JoinAll(2);
+  clock_.JumpWallClock(absl::Hours(24));
+  reg_->ProcessDeadlines();
+  clock_.JumpWallClock(-absl::Hours(48));
+  reg_->ProcessDeadlines();
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  EXPECT_EQ(Info(0).state, MemberState::kActive);
+}
+
+TEST_F(LivenessTest, ReportError_FailsJobAndNamesReporter) {
+  auto ms = JoinAll(3);
+  ASSERT_THAT(reg_->ReportError(ms[0].ref, "NCCL allreduce timed out"), IsOk());
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  auto ev = ms[1].session->LastEvent();
+  ASSERT_TRUE(ev.has_value());
+  EXPECT_EQ(ev->type, JobEventType::kJobFailed);
+  EXPECT_THAT(ev->dead.at(0).reason, HasSubstr("NCCL allreduce timed out"));
+  EXPECT_THAT(reg_->GetJob("j")->failure_reason, HasSubstr("rank 0"));
+}
+
+TEST_F(LivenessTest, Recovery_DeadMemberRejoins_SameRankJobRunsAgainSurvivorsTold) {
+  auto ms = JoinAll(4, /*recovery=*/true);
+  reg_->SessionClosed(ms[2].ref, ms[2].session.get());
+  Advance(absl::Seconds(2));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kDegraded);
+  EXPECT_EQ(reg_->GetJob("j")->dead, 1u);
+  auto ev = ms[0].session->LastEvent();
+  ASSERT_TRUE(ev.has_value());
+  EXPECT_EQ(ev->type, JobEventType::kMemberDead);
+  EXPECT_FALSE(ms[0].session->Ended());  // survivors keep their sessions
+
+  Member back = Join(Spec("2", 4, /*recovery=*/true));
+  ASSERT_EQ(back.session->NumTopologies(), 1u);
+  EXPECT_EQ(back.session->LastTopology()->rank, 2u);
+  EXPECT_EQ(back.session->LastTopology()->generation, 1u);
+  EXPECT_NE(back.ref.incarnation, ms[2].ref.incarnation);
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  EXPECT_EQ(ms[0].session->LastEvent()->type, JobEventType::kMemberRecovered);
+  // The dead incarnation is stale now.
+  EXPECT_THAT(reg_->Heartbeat(ms[2].ref),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
+  EXPECT_THAT(reg_->ResumeSession(ms[2].ref, 1, std::make_shared<FakeSession>()),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
+}
+
+TEST_F(LivenessTest, Recovery_RestartedBeforeGrace_ReplacesSuspectAtOnce) {
+  auto ms = JoinAll(2, /*recovery=*/true);
+  reg_->SessionClosed(ms[1].ref, ms[1].session.get());
+  Member back = Join(Spec("1", 2, /*recovery=*/true));
+  EXPECT_EQ(back.session->LastTopology()->rank, 1u);
+  Advance(absl::Seconds(5));  // the old suspicion timer must not kill the new incarnation
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  EXPECT_EQ(Info(1).state, MemberState::kActive);
+}
+
+TEST_F(LivenessTest, Recovery_AliveMemberRepeated_AlreadyExists) {
+  auto ms = JoinAll(2, /*recovery=*/true);
+  auto dup = reg_->JoinSession(Spec("1", 2, true), std::make_shared<FakeSession>());
+  EXPECT_THAT(dup, StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("still alive")));
+}
+
+TEST_F(LivenessTest, NoRecovery_RepeatedNodeId_RejectedWithHint) {
+  auto ms = JoinAll(2);
+  auto dup = reg_->JoinSession(Spec("1", 2), std::make_shared<FakeSession>());
+  EXPECT_THAT(dup, StatusIs(absl::StatusCode::kAlreadyExists,
+                            AllOf(HasSubstr("Repeated registration node"),
+                                  HasSubstr("MS_ENABLE_RECOVERY=1"))));
+}
+
+TEST_F(LivenessTest, RecoveryFlagDisagrees_FailedPrecondition) {
+  Join(Spec("0", 2, /*recovery=*/true));
+  auto r = reg_->JoinSession(Spec("1", 2, /*recovery=*/false), std::make_shared<FakeSession>());
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kFailedPrecondition,
+                          AllOf(HasSubstr("MS_ENABLE_RECOVERY=0"), HasSubstr("MS_ENABLE_RECOVERY=1"))));
+}
+
+TEST_F(LivenessTest, FormingSessionDropped_WithdrawnAfterGrace_JobKeepsForming) {
+  Member a = Join(Spec("0", 3));
+  Member b = Join(Spec("1", 3));
+  reg_->SessionClosed(a.ref, a.session.get());
+  Advance(absl::Seconds(2));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kForming);
+  EXPECT_EQ(reg_->GetJob("j")->roles[0].joined, 1u);
+  // Its node id is free again.
+  Member a2 = Join(Spec("0", 3));
+  Member c = Join(Spec("2", 3));
+  EXPECT_EQ(a2.session->LastTopology()->rank, 0u);
+}
+
+TEST_F(LivenessTest, FormingSessionDropped_ResumedWithinGrace_KeepsRegistration) {
+  Member a = Join(Spec("0", 2));
+  reg_->SessionClosed(a.ref, a.session.get());
+  auto again = std::make_shared<FakeSession>();
+  ASSERT_THAT(reg_->ResumeSession(a.ref, 0, again), IsOk());
+  EXPECT_EQ(again->NumTopologies(), 0u);  // not complete yet
+  Join(Spec("1", 2));
+  ASSERT_EQ(again->NumTopologies(), 1u);
+  EXPECT_EQ(again->LastTopology()->rank, 0u);
+}
+
+TEST_F(LivenessTest, Resume_UnknownJobOrStaleGeneration_Aborted) {
+  EXPECT_THAT(reg_->ResumeSession(MemberRef{"nope", Role::kWorker, "0", 1}, 1,
+                                  std::make_shared<FakeSession>()),
+              StatusIs(absl::StatusCode::kAborted, AllOf(HasSubstr("'nope'"), HasSubstr("join again"))));
+  auto ms = JoinAll(1);
+  EXPECT_THAT(reg_->ResumeSession(ms[0].ref, 7, std::make_shared<FakeSession>()),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("generation 7")));
+}
+
+TEST_F(LivenessTest, Acks_WaitForDurability) {
+  HeldStore held;
+  Reset(&held);
+  Member a = Join(Spec("0", 2));
+  Member b = Join(Spec("1", 2));
+  EXPECT_GT(held.held(), 0u);
+  EXPECT_EQ(a.session->NumTopologies(), 0u);  // complete, but not durable yet
+  EXPECT_EQ(b.session->NumTopologies(), 0u);
+  held.ReleaseAll();
+  EXPECT_EQ(a.session->NumTopologies(), 1u);
+  EXPECT_EQ(b.session->NumTopologies(), 1u);
+}
+
+TEST_F(LivenessTest, Restore_CompleteJob_MembersResumeSameRanks_SilentOneDiesAfterGrace) {
+  auto ms = JoinAll(3);
+  auto stored = store_.Load();
+  ASSERT_THAT(stored, IsOk());
+  // "Restart": a new registry on the same store.
+  Reset(&store_);
+  ASSERT_THAT(reg_->Restore(*stored), IsOk());
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  std::vector<std::shared_ptr<FakeSession>> resumed;
+  for (int i : {0, 1}) {
+    resumed.push_back(std::make_shared<FakeSession>());
+    ASSERT_THAT(reg_->ResumeSession(ms[i].ref, 1, resumed.back()), IsOk());
+    EXPECT_EQ(resumed.back()->LastTopology()->rank, static_cast<uint32_t>(i));
+  }
+  // One node timeout of grace; members 0 and 1 keep heartbeating, 2 never comes back.
+  for (int t = 0; t < 29; ++t) {
+    Advance(absl::Seconds(1));
+    ASSERT_THAT(reg_->Heartbeat(ms[0].ref), IsOk());
+    ASSERT_THAT(reg_->Heartbeat(ms[1].ref), IsOk());
+  }
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  EXPECT_EQ(Info(2).state, MemberState::kDead);
+  EXPECT_EQ(resumed[0]->LastEvent()->type, JobEventType::kJobFailed);
+}
+
+TEST_F(LivenessTest, Restore_FormingJob_WaitingMembersResumeAndTheRestJoin) {
+  Member a = Join(Spec("0", 3));
+  Member b = Join(Spec("1", 3));
+  auto stored = store_.Load();
+  Reset(&store_);
+  ASSERT_THAT(reg_->Restore(*stored), IsOk());
+  auto a2 = std::make_shared<FakeSession>();
+  auto b2 = std::make_shared<FakeSession>();
+  ASSERT_THAT(reg_->ResumeSession(a.ref, 0, a2), IsOk());
+  ASSERT_THAT(reg_->ResumeSession(b.ref, 0, b2), IsOk());
+  Member c = Join(Spec("2", 3));
+  EXPECT_EQ(a2->LastTopology()->rank, 0u);
+  EXPECT_EQ(b2->LastTopology()->rank, 1u);
+  EXPECT_EQ(c.session->LastTopology()->rank, 2u);
+  // No duplicate member: 3 in the table, 3 in the store.
+  EXPECT_EQ(reg_->ListMembers("j", 0, 10)->total, 3u);
+  EXPECT_EQ(store_.Load()->members.size(), 3u);
+}
+
+TEST_F(LivenessTest, Restore_FormingMemberNeverResumes_WithdrawnAfterNodeTimeout) {
+  Member a = Join(Spec("0", 2));
+  auto stored = store_.Load();
+  Reset(&store_);
+  ASSERT_THAT(reg_->Restore(*stored), IsOk());
+  Advance(absl::Seconds(30));
+  EXPECT_EQ(reg_->GetJob("j")->roles[0].joined, 0u);
+}
+
+TEST_F(LivenessTest, Shutdown_EndsSessionsWithUnavailable) {
+  Member a = Join(Spec("0", 2));
+  reg_->Shutdown();
+  EXPECT_THAT(a.session->End(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+}
+
+TEST_F(LivenessTest, Watch_SeesSuspectAndResumed) {
+  auto ms = JoinAll(2);
+  class Types : public JobWatcher {
+   public:
+    void OnEvent(const JobEvent& e) override {
+      absl::MutexLock l(&mu);
+      types.push_back(e.type);
+    }
+    void OnEnd(const absl::Status&) override {}
+    absl::Mutex mu;
+    std::vector<JobEventType> types;
+  };
+  auto w = std::make_shared<Types>();
+  ASSERT_THAT(reg_->Watch("j", w), IsOk());
+  reg_->SessionClosed(ms[0].ref, ms[0].session.get());
+  ASSERT_THAT(reg_->ResumeSession(ms[0].ref, 1, std::make_shared<FakeSession>()), IsOk());
+  absl::MutexLock l(&w->mu);
+  EXPECT_THAT(w->types, ::testing::ElementsAre(JobEventType::kSnapshot, JobEventType::kMemberSuspect,
+                                               JobEventType::kMemberResumed));
+}
+
+}  // namespace
+}  // namespace ms_rendezvous::core
