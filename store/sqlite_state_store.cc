@@ -10,6 +10,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -21,6 +22,39 @@ namespace ms_rendezvous::core {
 namespace {
 
 constexpr int kBusyTimeoutMs = 5000;
+
+// The last enumerators (Load() rejects stored values beyond them as corrupt). Update with
+// core/types.h.
+constexpr JobState kLastJobState = JobState::kDegraded;
+constexpr MemberState kLastMemberState = MemberState::kDead;
+
+// Tripwire: a field added to JobRecord / MemberRecord must get a column, a bind in Apply() and a
+// read in Load(); these mirrors (the field lists as stored) then no longer match in size. (Not
+// exhaustive: a small field can hide in padding; the round-trip test sets every field.)
+struct JobRecordAsStored {
+  std::string job_id;
+  uint64_t generation;
+  uint32_t worker_num, server_num;
+  int64_t topo_timeout_ms, node_timeout_ms;
+  bool recovery_enabled;
+  JobState state;
+  std::string failure_reason;
+};
+struct MemberRecordAsStored {
+  std::string job_id;
+  Role role;
+  std::string node_id, host, host_name;
+  int32_t device_id;
+  uint64_t incarnation;
+  MemberState state;
+  std::string reason;
+  std::optional<uint32_t> rank;
+  uint32_t local_rank, local_world_size, node_rank, num_nodes;
+};
+static_assert(sizeof(JobRecord) == sizeof(JobRecordAsStored),
+              "JobRecord changed: update the jobs table, Apply() and Load()");
+static_assert(sizeof(MemberRecord) == sizeof(MemberRecordAsStored),
+              "MemberRecord changed: update the members table, Apply() and Load()");
 
 // Schema v1. WITHOUT ROWID: the primary key is the storage order, which is also Load()'s order
 // (BINARY collation = memcmp = std::string's order).
@@ -34,6 +68,7 @@ CREATE TABLE jobs (
   worker_num       INTEGER NOT NULL,
   server_num       INTEGER NOT NULL,
   topo_timeout_ms  INTEGER NOT NULL,
+  node_timeout_ms  INTEGER NOT NULL,
   recovery_enabled INTEGER NOT NULL,  -- 0 / 1
   state            INTEGER NOT NULL,  -- JobState
   failure_reason   TEXT    NOT NULL
@@ -47,6 +82,7 @@ CREATE TABLE members (
   device_id        INTEGER NOT NULL,
   incarnation      INTEGER NOT NULL,  -- uint64 as int64 bit pattern
   state            INTEGER NOT NULL,  -- MemberState
+  reason           TEXT    NOT NULL,  -- why dead / failed
   rank             INTEGER,           -- NULL until the job is complete
   local_rank       INTEGER NOT NULL,
   local_world_size INTEGER NOT NULL,
@@ -58,20 +94,21 @@ CREATE TABLE members (
 
 constexpr const char* kPutJob =
     "INSERT OR REPLACE INTO jobs (job_id, generation, worker_num, server_num, topo_timeout_ms, "
-    "recovery_enabled, state, failure_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    "node_timeout_ms, recovery_enabled, state, failure_reason) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE job_id = ?1";
 constexpr const char* kDeleteJobMembers = "DELETE FROM members WHERE job_id = ?1";
 constexpr const char* kPutMember =
     "INSERT OR REPLACE INTO members (job_id, role, node_id, host, host_name, device_id, "
-    "incarnation, state, rank, local_rank, local_world_size, node_rank, num_nodes) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    "incarnation, state, reason, rank, local_rank, local_world_size, node_rank, num_nodes) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 constexpr const char* kDeleteMember =
     "DELETE FROM members WHERE job_id = ?1 AND role = ?2 AND node_id = ?3";
 constexpr const char* kLoadJobs =
-    "SELECT job_id, generation, worker_num, server_num, topo_timeout_ms, recovery_enabled, state, "
-    "failure_reason FROM jobs ORDER BY job_id";
+    "SELECT job_id, generation, worker_num, server_num, topo_timeout_ms, node_timeout_ms, "
+    "recovery_enabled, state, failure_reason FROM jobs ORDER BY job_id";
 constexpr const char* kLoadMembers =
-    "SELECT job_id, role, node_id, host, host_name, device_id, incarnation, state, rank, "
+    "SELECT job_id, role, node_id, host, host_name, device_id, incarnation, state, reason, rank, "
     "local_rank, local_world_size, node_rank, num_nodes FROM members "
     "ORDER BY job_id, role, node_id";
 
@@ -456,9 +493,10 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 3, j.worker_num);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 4, j.server_num);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 5, j.topo_timeout_ms);
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 6, j.recovery_enabled ? 1 : 0);
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 7, static_cast<int>(j.state));
-      if (rc == SQLITE_OK) rc = BindText(st, 8, j.failure_reason);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 6, j.node_timeout_ms);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 7, j.recovery_enabled ? 1 : 0);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 8, static_cast<int>(j.state));
+      if (rc == SQLITE_OK) rc = BindText(st, 9, j.failure_reason);
       return run(st, rc, absl::StrCat("cannot write job '", j.job_id, "'").c_str());
     }
     case Mutation::Kind::kDeleteJob: {
@@ -479,13 +517,14 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 6, r.device_id);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 7, static_cast<int64_t>(r.incarnation));
       if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 8, static_cast<int>(r.state));
+      if (rc == SQLITE_OK) rc = BindText(st, 9, r.reason);
       if (rc == SQLITE_OK) {
-        rc = r.rank.has_value() ? sqlite3_bind_int64(st, 9, *r.rank) : sqlite3_bind_null(st, 9);
+        rc = r.rank.has_value() ? sqlite3_bind_int64(st, 10, *r.rank) : sqlite3_bind_null(st, 10);
       }
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 10, r.local_rank);
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 11, r.local_world_size);
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 12, r.node_rank);
-      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 13, r.num_nodes);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 11, r.local_rank);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 12, r.local_world_size);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 13, r.node_rank);
+      if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 14, r.num_nodes);
       return run(
           st, rc,
           absl::StrCat("cannot write member '", r.node_id, "' of job '", r.job_id, "'").c_str());
@@ -531,13 +570,14 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
     j.generation = static_cast<uint64_t>(sqlite3_column_int64(stmt, 1));
     int state = 0;
     if (!ColumnInt(stmt, 2, &j.worker_num) || !ColumnInt(stmt, 3, &j.server_num) ||
-        !ColumnInt(stmt, 6, &state) || state < 0 || state > static_cast<int>(JobState::kFailed)) {
+        !ColumnInt(stmt, 7, &state) || state < 0 || state > static_cast<int>(kLastJobState)) {
       return corrupt(absl::StrCat("job '", j.job_id, "'"));
     }
     j.topo_timeout_ms = sqlite3_column_int64(stmt, 4);
-    j.recovery_enabled = sqlite3_column_int64(stmt, 5) != 0;
+    j.node_timeout_ms = sqlite3_column_int64(stmt, 5);
+    j.recovery_enabled = sqlite3_column_int64(stmt, 6) != 0;
     j.state = static_cast<JobState>(state);
-    j.failure_reason = ColumnText(stmt, 7);
+    j.failure_reason = ColumnText(stmt, 8);
     out.jobs.push_back(std::move(j));
   }
   if (rc != SQLITE_DONE) return fail(SqliteStatus(db_, rc, db_path_, "cannot read jobs"));
@@ -557,12 +597,13 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
     int state = 0;
     bool ok = ColumnInt(stmt, 1, &role) && role >= 0 && role < kNumRoles &&
               ColumnInt(stmt, 5, &r.device_id) && ColumnInt(stmt, 7, &state) && state >= 0 &&
-              state <= static_cast<int>(MemberState::kFailed) &&
-              ColumnInt(stmt, 9, &r.local_rank) && ColumnInt(stmt, 10, &r.local_world_size) &&
-              ColumnInt(stmt, 11, &r.node_rank) && ColumnInt(stmt, 12, &r.num_nodes);
-    if (ok && sqlite3_column_type(stmt, 8) != SQLITE_NULL) {
+              state <= static_cast<int>(kLastMemberState) && ColumnInt(stmt, 10, &r.local_rank) &&
+              ColumnInt(stmt, 11, &r.local_world_size) && ColumnInt(stmt, 12, &r.node_rank) &&
+              ColumnInt(stmt, 13, &r.num_nodes);
+    r.reason = ColumnText(stmt, 8);
+    if (ok && sqlite3_column_type(stmt, 9) != SQLITE_NULL) {
       uint32_t rank = 0;
-      ok = ColumnInt(stmt, 8, &rank);
+      ok = ColumnInt(stmt, 9, &rank);
       r.rank = rank;
     }
     if (!ok) return corrupt(absl::StrCat("member '", r.node_id, "' of job '", r.job_id, "'"));

@@ -124,7 +124,8 @@ std::string Dump(const StoredState& s) {
   for (const JobRecord& j : s.jobs) {
     out << "job{" << ::testing::PrintToString(j.job_id) << " gen=" << j.generation
         << " w=" << j.worker_num << " s=" << j.server_num << " topo=" << j.topo_timeout_ms
-        << " rec=" << j.recovery_enabled << " state=" << static_cast<int>(j.state)
+        << " node_timeout=" << j.node_timeout_ms << " rec=" << j.recovery_enabled
+        << " state=" << static_cast<int>(j.state)
         << " reason=" << ::testing::PrintToString(j.failure_reason) << "}\n";
   }
   for (const MemberRecord& m : s.members) {
@@ -133,6 +134,7 @@ std::string Dump(const StoredState& s) {
         << " host=" << ::testing::PrintToString(m.host)
         << " host_name=" << ::testing::PrintToString(m.host_name) << " dev=" << m.device_id
         << " inc=" << m.incarnation << " state=" << static_cast<int>(m.state)
+        << " reason=" << ::testing::PrintToString(m.reason)
         << " rank=" << (m.rank ? std::to_string(*m.rank) : "none") << " lr=" << m.local_rank
         << " lws=" << m.local_world_size << " nr=" << m.node_rank << " nn=" << m.num_nodes << "}\n";
   }
@@ -170,6 +172,7 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   job.job.worker_num = std::numeric_limits<uint32_t>::max();
   job.job.server_num = 7;
   job.job.topo_timeout_ms = -1;
+  job.job.node_timeout_ms = std::numeric_limits<int64_t>::min();
   job.job.recovery_enabled = true;
   job.job.state = JobState::kFailed;
   job.job.failure_reason = "rank 3 (node 'n3', host h\xC3\xA9) died: \"SIGKILL\"";
@@ -178,18 +181,28 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   plain.job = JobRecord{};
   plain.job.job_id = "plain";
   batch.push_back(plain);
-  for (JobState st : {JobState::kForming, JobState::kComplete, JobState::kFinished}) {
+  for (JobState st :
+       {JobState::kForming, JobState::kComplete, JobState::kFinished, JobState::kDegraded}) {
     Mutation j = PutJob(absl::StrCat("state", static_cast<int>(st)), 5);
     j.job.state = st;
     j.job.topo_timeout_ms = std::numeric_limits<int64_t>::max();
+    j.job.node_timeout_ms = 30000;
     batch.push_back(j);
+  }
+  for (MemberState st : {MemberState::kWaiting, MemberState::kActive, MemberState::kLeft,
+                         MemberState::kFailed, MemberState::kSuspect, MemberState::kDead}) {
+    Mutation mem = PutMember("state1", absl::StrCat("member-state", static_cast<int>(st)));
+    mem.member.state = st;
+    mem.member.reason = absl::StrCat("reason for ", static_cast<int>(st));
+    batch.push_back(mem);
   }
   Mutation m = PutMember(job.job.job_id, "node-\xE2\x9C\x93", Role::kPServer);
   m.member.host = "[fe80::1%eth0]:8081";
   m.member.host_name = std::string("host\0name", 9);
   m.member.device_id = std::numeric_limits<int32_t>::min();
   m.member.incarnation = (uint64_t{1} << 63) + 5;
-  m.member.state = MemberState::kFailed;
+  m.member.state = MemberState::kDead;
+  m.member.reason = "no heartbeat for 30 s (MS_NODE_TIMEOUT); last seen from 10.0.0.3";
   m.member.rank = std::numeric_limits<uint32_t>::max();
   m.member.local_rank = 1;
   m.member.local_world_size = 2;
