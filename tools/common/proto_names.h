@@ -1,6 +1,7 @@
 // Display names of the ms.rendezvous.v1 enums, shared by the tools so that ctl, bench and probe
 // spell roles and states the same way the daemon's messages do (core/types.h: RoleName,
 // JobStateName, MemberStateName): roles in MindSpore spelling, states in lower case.
+// Member liveness: "active" is the "alive" (holds its rank, heard from in time).
 #ifndef MS_RENDEZVOUS_TOOLS_COMMON_PROTO_NAMES_H_
 #define MS_RENDEZVOUS_TOOLS_COMMON_PROTO_NAMES_H_
 
@@ -30,6 +31,8 @@ inline absl::string_view JobStateName(ms::rendezvous::v1::JobState state) {
       return "finished";
     case ms::rendezvous::v1::JOB_STATE_FAILED:
       return "failed";
+    case ms::rendezvous::v1::JOB_STATE_DEGRADED:
+      return "degraded";
     default:
       return "unspecified";
   }
@@ -45,6 +48,10 @@ inline absl::string_view MemberStateName(ms::rendezvous::v1::MemberState state) 
       return "left";
     case ms::rendezvous::v1::MEMBER_STATE_FAILED:
       return "failed";
+    case ms::rendezvous::v1::MEMBER_STATE_SUSPECT:
+      return "suspect";
+    case ms::rendezvous::v1::MEMBER_STATE_DEAD:
+      return "dead";
     default:
       return "unspecified";
   }
@@ -66,6 +73,14 @@ inline absl::string_view JobEventTypeName(ms::rendezvous::v1::JobEventType type)
       return "job_finished";
     case ms::rendezvous::v1::JOB_EVENT_JOB_FAILED:
       return "job_failed";
+    case ms::rendezvous::v1::JOB_EVENT_MEMBER_SUSPECT:
+      return "member_suspect";
+    case ms::rendezvous::v1::JOB_EVENT_MEMBER_RESUMED:
+      return "member_resumed";
+    case ms::rendezvous::v1::JOB_EVENT_MEMBER_DEAD:
+      return "member_dead";
+    case ms::rendezvous::v1::JOB_EVENT_MEMBER_RECOVERED:
+      return "member_recovered";
     default:
       return "unspecified";
   }

@@ -28,9 +28,24 @@ uint32_t MissingCount(const v1::RoleSummary& role) {
   return role.expected() > role.joined() ? role.expected() - role.joined() : 0;
 }
 
-std::string TimeoutText(int64_t timeout_ms) {
-  if (timeout_ms < 0) return "forever";
+std::string TimeoutText(int64_t timeout_ms, const char* negative = "forever") {
+  if (timeout_ms < 0) return negative;
   return FormatAge(static_cast<double>(timeout_ms) / 1000.0);
+}
+
+// Dead members are listed in full up to this many; the rest are counted ("and N more").
+constexpr int kDeadShown = 20;
+
+// "rank 3 node '3'@10.0.0.1 (connection lost ...; last seen 2.1s before)".
+std::string DeadText(const v1::DeadMember& d) {
+  std::string text;
+  if (d.role() == v1::ROLE_PSERVER) absl::StrAppend(&text, tools::RoleName(d.role()), " ");
+  absl::StrAppend(&text, d.has_rank() ? absl::StrCat("rank ", d.rank()) : "no rank", " node '",
+                  d.node_id(), "'");
+  if (!d.host().empty()) absl::StrAppend(&text, "@", d.host());
+  absl::StrAppend(&text, " (", d.reason().empty() ? "no reason given" : d.reason(),
+                  "; last seen ", FormatAge(d.last_seen_s_ago()), " before)");
+  return text;
 }
 
 }  // namespace
@@ -133,6 +148,11 @@ void WriteJobSummary(const v1::JobSummary& job, JsonWriter& w) {
   }
   w.EndArray();
   w.Key("failure_reason").String(job.failure_reason());
+  // Liveness (appended after the original keys so existing consumers keep working).
+  w.Key("node_timeout_ms").Int(job.node_timeout_ms());
+  w.Key("recovery_enabled").Bool(job.recovery_enabled());
+  w.Key("suspect").Uint(job.suspect());
+  w.Key("dead").Uint(job.dead());
   w.EndObject();
 }
 
@@ -152,6 +172,20 @@ void WriteMember(const v1::MemberInfo& m, JsonWriter& w) {
   m.has_rank() ? w.Uint(m.local_rank()) : w.Null();
   w.Key("node_rank");
   m.has_rank() ? w.Uint(m.node_rank()) : w.Null();
+  w.Key("reason").String(m.reason());
+  w.Key("connected").Bool(m.connected());
+  w.EndObject();
+}
+
+void WriteDeadMember(const v1::DeadMember& d, JsonWriter& w) {
+  w.BeginObject();
+  w.Key("rank");
+  d.has_rank() ? w.Uint(d.rank()) : w.Null();
+  w.Key("node_id").String(d.node_id());
+  w.Key("host").String(d.host());
+  w.Key("reason").String(d.reason());
+  w.Key("role").String(tools::RoleName(d.role()));
+  w.Key("last_seen_s_ago").Double(d.last_seen_s_ago());
   w.EndObject();
 }
 
@@ -165,6 +199,10 @@ void WriteEvent(const v1::JobEvent& event, JsonWriter& w) {
   WriteJobSummary(event.job(), w);
   w.Key("member");
   event.has_member() ? WriteMember(event.member(), w) : static_cast<void>(w.Null());
+  // Always present (empty unless job_failed / member_dead), so scripts need no key check.
+  w.Key("dead").BeginArray();
+  for (const auto& d : event.dead()) WriteDeadMember(d, w);
+  w.EndArray();
   w.EndObject();
 }
 
@@ -192,15 +230,16 @@ std::string RenderJobsTable(const google::protobuf::RepeatedPtrField<v1::JobSumm
 std::string RenderMembersTable(const google::protobuf::RepeatedPtrField<v1::MemberInfo>& members,
                                const std::string& indent) {
   Table table({"NODE_ID", "ROLE", "RANK", "LOCAL", "NODE", "HOST", "HOST_NAME", "DEVICE", "STATE",
-               "SEEN", "INCARNATION"});
+               "CONNECTED", "SEEN", "INCARNATION", "REASON"});
   for (const auto& m : members) {
     auto rank_or_dash = [&](uint32_t v) { return m.has_rank() ? absl::StrCat(v) : "-"; };
     table.AddRow({m.node_id(), std::string(tools::RoleName(m.role())), rank_or_dash(m.rank()),
                   rank_or_dash(m.local_rank()), rank_or_dash(m.node_rank()),
                   m.host().empty() ? "-" : m.host(), m.host_name().empty() ? "-" : m.host_name(),
                   m.device_id() < 0 ? "-" : absl::StrCat(m.device_id()),
-                  std::string(tools::MemberStateName(m.state())),
-                  FormatAge(m.last_heartbeat_age_s()) + " ago", absl::StrCat(m.incarnation())});
+                  std::string(tools::MemberStateName(m.state())), m.connected() ? "yes" : "no",
+                  FormatAge(m.last_heartbeat_age_s()) + " ago", absl::StrCat(m.incarnation()),
+                  m.reason().empty() ? "-" : m.reason()});
   }
   return table.Render(indent);
 }
@@ -216,6 +255,10 @@ std::string RenderJob(const v1::GetJobResponse& response) {
     deadline = absl::StrCat("fails in ", FormatAge(job.topo_deadline_in_s()), " (", deadline, ")");
   }
   head.AddRow({"topo deadline:", deadline});
+  head.AddRow({"node timeout:", TimeoutText(job.node_timeout_ms(), "never")});
+  head.AddRow({"recovery:", job.recovery_enabled() ? "on (a dead member may rejoin and take back its rank)"
+                                                   : "off"});
+  head.AddRow({"liveness:", absl::StrCat(job.suspect(), " suspect, ", job.dead(), " dead")});
   for (const auto& role : job.roles()) {
     std::string missing = MissingText(job, role);
     if (!missing.empty()) {
@@ -278,6 +321,16 @@ std::string RenderEventLine(const v1::JobEvent& event) {
                     role.expected());
   }
   if (!event.message().empty()) absl::StrAppend(&line, "  ", event.message());
+  if (event.dead_size() > 0) {
+    std::vector<std::string> dead;
+    for (int i = 0; i < event.dead_size() && i < kDeadShown; ++i) {
+      dead.push_back(DeadText(event.dead(i)));
+    }
+    absl::StrAppend(&line, "  dead: ", absl::StrJoin(dead, ", "));
+    if (event.dead_size() > kDeadShown) {
+      absl::StrAppend(&line, " and ", event.dead_size() - kDeadShown, " more");
+    }
+  }
   return line;
 }
 

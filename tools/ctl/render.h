@@ -40,20 +40,28 @@ std::string MissingText(const v1::JobSummary& job, const v1::RoleSummary& role);
 
 // JSON objects (written into `w` as one value).
 void WriteJobSummary(const v1::JobSummary& job, tools::JsonWriter& w);
+// Original keys first, liveness keys appended: ..., failure_reason, node_timeout_ms,
+// recovery_enabled, suspect, dead.
 // DESIGN.md field order: node_id, rank, role, host, host_name, device_id, state,
-// last_heartbeat_age_s, incarnation; then local_rank and node_rank. rank/local_rank/node_rank are
+// last_heartbeat_age_s, incarnation; then local_rank and node_rank, then reason (why dead or
+// failed, else "") and connected (holds a live session stream). rank/local_rank/node_rank are
 // null until the job is complete.
 void WriteMember(const v1::MemberInfo& member, tools::JsonWriter& w);
+// {"rank" (null without one),"node_id","host","reason","role","last_seen_s_ago"}: the same first
+// keys as the probe's failure event.
+void WriteDeadMember(const v1::DeadMember& dead, tools::JsonWriter& w);
+// {"seq","type","unix_time_ms","message","job","member","dead":[...]}.
 void WriteEvent(const v1::JobEvent& event, tools::JsonWriter& w);
 
 // Human forms.
 std::string RenderJobsTable(const google::protobuf::RepeatedPtrField<v1::JobSummary>& jobs);
 std::string RenderMembersTable(const google::protobuf::RepeatedPtrField<v1::MemberInfo>& members,
                                const std::string& indent = "");
-// The job page of `ctl job ID`: state, timing, per-role counts, missing ranks, hosts, failure
-// reason and the first members.
+// The job page of `ctl job ID`: state, timing, node timeout, recovery mode, suspect/dead counts,
+// per-role counts, missing ranks, hosts, failure reason and the first members.
 std::string RenderJob(const v1::GetJobResponse& response);
-// One line, without the trailing newline.
+// One line, without the trailing newline. Events naming dead members end with "  dead: ..."
+// (first 20, then "and N more").
 std::string RenderEventLine(const v1::JobEvent& event);
 
 }  // namespace ms_rendezvous::ctl
