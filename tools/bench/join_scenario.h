@@ -1,5 +1,7 @@
-// The "join" scenario: N members join one job at once and wait for the topology, each with ONE
-// Join RPC (register + wait in one call), over C client channels (distinct TCP connections).
+// The "join" scenario: N members join one job at once and wait for the topology, each over its
+// own Session stream (join, then read the topology: what the client library does) or, with
+// --unary, with ONE Join RPC (register + wait in one call), over C client channels (distinct TCP
+// connections).
 #ifndef MS_RENDEZVOUS_TOOLS_BENCH_JOIN_SCENARIO_H_
 #define MS_RENDEZVOUS_TOOLS_BENCH_JOIN_SCENARIO_H_
 
@@ -25,6 +27,12 @@ struct JoinOptions {
   // true: non-numeric node ids, so the daemon has to sort members into ranks.
   bool named_nodes = false;
   absl::Duration connect_timeout = absl::Seconds(60);
+  // false: every member joins over its own Session stream (join, read topology, hold the
+  // stream), as the client library does. true: one unary Join RPC each (the older path).
+  bool unary = false;
+  // MS_NODE_TIMEOUT sent by the members. The bench does not heartbeat, so it must outlast the
+  // run.
+  double node_timeout_s = 300;
 };
 
 struct JoinResult {

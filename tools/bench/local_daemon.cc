@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -125,7 +126,8 @@ absl::StatusOr<std::string> SelfDir() {
 }
 
 absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
-    const std::string& binary, const std::vector<std::string>& extra, absl::Duration timeout) {
+    const std::string& binary, const std::vector<std::string>& extra, absl::Duration timeout,
+    bool state_dir) {
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(
         absl::StrCat("daemon binary ", binary,
@@ -139,12 +141,41 @@ absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
   }
   daemon->dir_ = dir_template;
   daemon->log_path_ = daemon->dir_ + "/daemon.log";
+  daemon->binary_ = binary;
+  daemon->extra_ = extra;
+  if (state_dir) {
+    std::string dir = daemon->dir_ + "/state";
+    mkdir(dir.c_str(), 0755);
+    daemon->extra_.push_back("--state-dir");
+    daemon->extra_.push_back(dir);
+  }
+  absl::Status started = daemon->Spawn("127.0.0.1:0", timeout);
+  if (!started.ok()) return started;
+  return daemon;
+}
+
+void LocalDaemon::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int wstatus = 0;
+  waitpid(pid_, &wstatus, 0);
+  pid_ = -1;
+}
+
+absl::Status LocalDaemon::Restart(absl::Duration timeout) {
+  if (pid_ > 0) return absl::FailedPreconditionError("the daemon is still running");
+  size_t colon = address_.rfind(':');
+  return Spawn(absl::StrCat("127.0.0.1:", address_.substr(colon + 1)), timeout);
+}
+
+absl::Status LocalDaemon::Spawn(const std::string& listen, absl::Duration timeout) {
   // The port file does not exist yet: the daemon creates it once listening, so "exists and holds a
   // number" means "ready".
-  std::string port_file = daemon->dir_ + "/port";
+  std::string port_file = dir_ + "/port";
+  unlink(port_file.c_str());
 
-  std::vector<std::string> args = {binary, "--listen", "127.0.0.1:0", "--port-file", port_file};
-  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<std::string> args = {binary_, "--listen", listen, "--port-file", port_file};
+  args.insert(args.end(), extra_.begin(), extra_.end());
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
@@ -152,40 +183,41 @@ absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, daemon->log_path_.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  // Append: a restarted daemon's log follows the first one's.
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path_.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  int rc = posix_spawn(&daemon->pid_, binary.c_str(), &actions, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&pid_, binary_.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
-    daemon->pid_ = -1;
-    return absl::InternalError(absl::StrCat("spawning ", binary, ": ", strerror(rc)));
+    pid_ = -1;
+    return absl::InternalError(absl::StrCat("spawning ", binary_, ": ", strerror(rc)));
   }
 
   absl::Time deadline = absl::Now() + timeout;
   while (true) {
     int wstatus = 0;
-    if (waitpid(daemon->pid_, &wstatus, WNOHANG) == daemon->pid_) {
-      daemon->pid_ = -1;
-      daemon->KeepLogs();
+    if (waitpid(pid_, &wstatus, WNOHANG) == pid_) {
+      pid_ = -1;
+      KeepLogs();
       return absl::UnavailableError(absl::StrCat("ms-rendezvousd ", DescribeExit(wstatus),
-                                                 " before listening; its log (", daemon->log_path_,
-                                                 ") ends with:\n", daemon->LogTail()));
+                                                 " before listening; its log (", log_path_,
+                                                 ") ends with:\n", LogTail()));
     }
     absl::StatusOr<std::string> text = ReadFile(port_file);
     int port = 0;
     if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) && port > 0) {
-      daemon->address_ = absl::StrCat("127.0.0.1:", port);
-      return daemon;
+      address_ = absl::StrCat("127.0.0.1:", port);
+      return absl::OkStatus();
     }
     if (absl::Now() > deadline) {
-      daemon->KeepLogs();
+      KeepLogs();
       return absl::UnavailableError(
           absl::StrCat("ms-rendezvousd did not write its port to ", port_file, " within ",
-                       absl::FormatDuration(timeout), "; its log (", daemon->log_path_,
-                       ") ends with:\n", daemon->LogTail()));
+                       absl::FormatDuration(timeout), "; its log (", log_path_,
+                       ") ends with:\n", LogTail()));
     }
-    absl::SleepFor(absl::Milliseconds(10));
+    absl::SleepFor(absl::Milliseconds(5));
   }
 }
 
@@ -225,9 +257,8 @@ absl::Status LocalDaemon::Stop(absl::Duration grace) {
 LocalDaemon::~LocalDaemon() {
   if (absl::Status s = Stop(); !s.ok()) LOG(WARNING) << s.message();
   if (!dir_.empty() && !keep_logs_) {
-    unlink(log_path_.c_str());
-    unlink((dir_ + "/port").c_str());
-    rmdir(dir_.c_str());
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
   } else if (!dir_.empty()) {
     LOG(WARNING) << "kept the daemon's log in " << log_path_;
   }

@@ -58,9 +58,11 @@ class LocalDaemon {
   // file in a fresh temporary directory, and waits up to `timeout` for the port file.
   // Errors: NotFound when the binary is missing, Unavailable when the daemon exits early or does
   // not write its port in time (the message quotes the end of its log).
+  // With `state_dir`, the daemon also gets --state-dir <tmp>/state (durable: survives Kill()).
   static absl::StatusOr<std::unique_ptr<LocalDaemon>> Start(const std::string& binary,
                                                             const std::vector<std::string>& extra,
-                                                            absl::Duration timeout);
+                                                            absl::Duration timeout,
+                                                            bool state_dir = false);
 
   // Stop() if still running; removes the temporary directory unless KeepLogs() was called.
   ~LocalDaemon();
@@ -74,6 +76,12 @@ class LocalDaemon {
   // Keep the temporary directory (and its log) after the run, e.g. when the run failed.
   void KeepLogs() { keep_logs_ = true; }
 
+  // kill -9 (no shutdown: what a crash or the OOM killer does) and reap it.
+  void Kill();
+  // Starts the daemon again with the same arguments on the SAME port (and --state-dir, if any),
+  // waiting up to `timeout` for its port file. Errors as Start().
+  absl::Status Restart(absl::Duration timeout);
+
   // SIGTERM (graceful), SIGKILL after `grace`. Errors: Internal when the daemon did not exit
   // cleanly (non-zero status or killed), naming how it ended.
   absl::Status Stop(absl::Duration grace = absl::Seconds(10));
@@ -81,7 +89,12 @@ class LocalDaemon {
  private:
   LocalDaemon() = default;
 
+  // Spawns `args_` (with --listen `listen`) and waits for the port file.
+  absl::Status Spawn(const std::string& listen, absl::Duration timeout);
+
   pid_t pid_ = -1;
+  std::string binary_;
+  std::vector<std::string> extra_;
   std::string dir_;
   std::string address_;
   std::string log_path_;

@@ -2,7 +2,12 @@
 //
 //   ms-rendezvous-bench join --members N [--connections C] [--server HOST:PORT] [--job-id ID]
 //                            [--topo-timeout-s S] [--named-nodes] [--warmup] [--repeat K]
-//                            [--daemon-pid PID] [--daemon PATH] [--daemon-arg ARG]...
+//                            [--unary] [--daemon-pid PID] [--daemon PATH] [--daemon-arg ARG]...
+//   ms-rendezvous-bench failure --members N [--connections C] [--disconnect-grace DUR] ...
+//   ms-rendezvous-bench restart --members N [--connections C] ...
+//
+// join: members join over Session streams (what the client library does); --unary uses one
+// Join RPC each instead. failure and restart: see liveness_scenarios.h.
 //
 // Without --server it starts its own daemon (ms-rendezvousd next to this executable, on a free
 // port) and stops it afterwards, so the daemon's CPU and RSS can be read from /proc. Prints a human
@@ -44,10 +49,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "tools/bench/join_scenario.h"
+#include "tools/bench/liveness_scenarios.h"
 #include "tools/bench/local_daemon.h"
 #include "tools/common/json.h"
 #include "tools/ctl/render.h"
@@ -56,9 +63,18 @@ namespace ms_rendezvous::bench {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: ms-rendezvous-bench join --members N [options]\n"
+    "usage: ms-rendezvous-bench join|failure|restart --members N [options]\n"
     "\n"
-    "N members join one job and wait for its topology (one Join RPC each).\n"
+    "scenarios:\n"
+    "  join     N members join one job and wait for its topology, each over its own Session\n"
+    "           stream (join, read the topology: what the client library does)\n"
+    "  failure  N session members join; one member's stream is broken (as kill -9 of its\n"
+    "           process would); measures detection (includes the daemon's disconnect grace)\n"
+    "           and fan-out of the JOB_FAILED event to every survivor\n"
+    "  restart  N session members join a daemon the bench starts with a temporary --state-dir;\n"
+    "           the daemon is kill -9'd and restarted on the same port; every member resumes\n"
+    "           (retrying with jittered backoff); measures kill -> all resumed, checks ranks\n"
+    "           and generations are unchanged\n"
     "\n"
     "options:\n"
     "  --members N          members to join (default 1000)\n"
@@ -69,6 +85,12 @@ constexpr char kUsage[] =
     "  --job-id ID          job to join (default bench-<pid>-<unix time>, fresh per run)\n"
     "  --topo-timeout-s S   MS_TOPO_TIMEOUT sent by the members (default 60)\n"
     "  --named-nodes        non-numeric node ids, so the daemon sorts members into ranks\n"
+    "  --unary              join: one unary Join RPC per member instead of a Session stream\n"
+    "  --node-timeout-s S   MS_NODE_TIMEOUT sent by the members (default 300; the bench does\n"
+    "                       not heartbeat, so it must outlast the run)\n"
+    "  --disconnect-grace DUR  failure: the daemon's --disconnect-grace (e.g. 200ms); passed to\n"
+    "                       the daemon the bench starts, and reported (default: the daemon's\n"
+    "                       default, 2s)\n"
     "  --warmup             first run one untimed round of the same size (job ID-warmup), so\n"
     "                       the figures are those of a daemon that has served a storm before,\n"
     "                       without the first storm's gRPC pool growth\n"
@@ -111,6 +133,7 @@ struct Args {
   std::optional<pid_t> daemon_pid;
   std::string daemon_binary;
   std::vector<std::string> daemon_args;
+  std::optional<absl::Duration> disconnect_grace;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args* args) {
@@ -133,6 +156,10 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
     }
     if (arg == "--warmup") {
       args->warmup = true;
+      continue;
+    }
+    if (arg == "--unary") {
+      args->join.unary = true;
       continue;
     }
     std::string name(arg), value;
@@ -170,6 +197,16 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       args->join.job_id = value;
     } else if (name == "--topo-timeout-s") {
       if (!absl::SimpleAtod(value, &args->join.topo_timeout_s)) return bad("seconds");
+    } else if (name == "--node-timeout-s") {
+      if (!absl::SimpleAtod(value, &args->join.node_timeout_s) || args->join.node_timeout_s <= 0) {
+        return bad("seconds > 0");
+      }
+    } else if (name == "--disconnect-grace") {
+      absl::Duration grace;
+      if (!absl::ParseDuration(value, &grace) || grace < absl::ZeroDuration()) {
+        return bad("a duration such as 200ms or 2s");
+      }
+      args->disconnect_grace = grace;
     } else if (name == "--daemon-pid") {
       int pid = 0;
       if (!absl::SimpleAtoi(value, &pid) || pid <= 0) return bad("a process id");
@@ -182,10 +219,36 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       return absl::InvalidArgumentError(absl::StrCat("unknown option ", name));
     }
   }
-  if (args->scenario.empty()) return absl::InvalidArgumentError("missing SCENARIO (join)");
-  if (args->scenario != "join") {
+  if (args->scenario.empty()) {
+    return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart)");
+  }
+  if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart") {
+    return absl::InvalidArgumentError(absl::StrCat("unknown scenario \"", args->scenario,
+                                                   "\" (available: join, failure, restart)"));
+  }
+  if (args->scenario != "join" && (args->warmup || args->repeat != 1 || args->join.unary)) {
+    return absl::InvalidArgumentError("--warmup, --repeat and --unary are join options");
+  }
+  if (args->scenario == "failure" && args->join.members < 2) {
+    return absl::InvalidArgumentError("failure needs --members >= 2 (one dies, others survive)");
+  }
+  if (args->scenario == "restart" && args->server) {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown scenario \"", args->scenario, "\" (available: join)"));
+        "restart kills and restarts the daemon: it starts its own (no --server)");
+  }
+  // A grace given as --daemon-arg is the one in effect.
+  for (size_t k = 0; k < args->daemon_args.size(); ++k) {
+    absl::string_view a = args->daemon_args[k];
+    std::string v;
+    if (absl::ConsumePrefix(&a, "--disconnect-grace=")) {
+      v = std::string(a);
+    } else if (a == "--disconnect-grace" && k + 1 < args->daemon_args.size()) {
+      v = args->daemon_args[k + 1];
+    } else {
+      continue;
+    }
+    absl::Duration grace;
+    if (absl::ParseDuration(v, &grace)) args->disconnect_grace = grace;
   }
   if (!args->connections_set) args->join.connections = args->join.members;
   if (args->join.connections > args->join.members) {
@@ -254,14 +317,33 @@ int Main(int argc, char** argv) {
       if (!dir.ok()) return fail(dir.status());
       binary = *dir + "/ms-rendezvousd";
     }
-    absl::StatusOr<std::unique_ptr<LocalDaemon>> started =
-        LocalDaemon::Start(binary, args.daemon_args, absl::Seconds(20));
+    std::vector<std::string> daemon_args = args.daemon_args;
+    if (args.disconnect_grace) {
+      daemon_args.push_back(
+          absl::StrCat("--disconnect-grace=", absl::FormatDuration(*args.disconnect_grace)));
+    }
+    absl::StatusOr<std::unique_ptr<LocalDaemon>> started = LocalDaemon::Start(
+        binary, daemon_args, absl::Seconds(20), /*state_dir=*/args.scenario == "restart");
     if (!started.ok()) return fail(started.status());
     daemon = std::move(*started);
     daemon_pid = daemon->pid();
     args.join.server = daemon->address();
     LOG(INFO) << "started " << binary << " (pid " << daemon->pid() << ") on " << daemon->address()
               << ", log " << daemon->log_path();
+  }
+
+  if (args.scenario != "join") {
+    LivenessOptions lo;
+    lo.server = args.join.server;
+    lo.job_id = args.join.job_id;
+    lo.members = args.join.members;
+    lo.connections = args.join.connections;
+    lo.topo_timeout_s = args.join.topo_timeout_s;
+    lo.node_timeout_s = args.join.node_timeout_s;
+    lo.named_nodes = args.join.named_nodes;
+    if (args.disconnect_grace) lo.disconnect_grace = *args.disconnect_grace;
+    return args.scenario == "failure" ? RunFailure(lo, daemon.get())
+                                      : RunRestart(lo, daemon.get());
   }
 
   // Daemon figures. A failed read (daemon elsewhere, or gone) just drops them; it does not fail
@@ -395,6 +477,7 @@ int Main(int argc, char** argv) {
                                           : absl::StrCat(base_job_id, "-r1..r", rounds.size())});
   table.AddRow({"members", absl::StrCat(o.members)});
   table.AddRow({"connections", absl::StrCat(o.connections)});
+  table.AddRow({"rpc", o.unary ? "unary Join" : "Session stream (join, read topology)"});
   table.AddRow({"mode", args.warmup ? absl::StrCat("warm: after 1 untimed warm-up round (job ",
                                                    base_job_id, "-warmup) on the same connections")
                                     : std::string("cold: no warm-up round")});
@@ -475,6 +558,8 @@ int Main(int argc, char** argv) {
     w.Key("peak_rss_per_member_bytes").Double(peak_per_member(first), 0);
     w.Key("retained_rss_per_member_bytes").Double(retained_per_member(first), 0);
   }
+  // Appended after the documented keys: which RPC carried the joins.
+  w.Key("rpc").String(o.unary ? "unary" : "session");
   w.EndObject();
   std::printf("%s\n", w.str().c_str());
   std::fflush(stdout);

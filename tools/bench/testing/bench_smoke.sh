@@ -1,50 +1,91 @@
 #!/usr/bin/env bash
 # Smoke test of ms-rendezvous-bench: it starts its own daemon (ms-rendezvousd next to it), joins
-# small jobs one-connection-per-member and multiplexed, with and without a warm-up round and
-# repeated rounds, exits 0, and ends with the documented JSON line. Catches a broken join path or
-# report format long before anyone runs the real figures.
+# small jobs one-connection-per-member and multiplexed, over Session streams and (--unary) Join
+# RPCs, with and without a warm-up round and repeated rounds; runs the failure scenario (one
+# member's stream broken, every survivor told) and the restart scenario (daemon kill -9'd and
+# restarted, every member resumes); each exits 0 and ends with the documented JSON line. Catches a
+# broken join/liveness path or report format long before anyone runs the real figures.
+# Deterministic: pass/fail depends on counts (notified, false detections, rank changes, errors),
+# never on how fast a loaded machine is.
 #
 #   bench_smoke.sh BENCH
 set -u
 BENCH=$1
-# check MEMBERS CONNECTIONS WARMUP(true|false) ROUNDS BENCH-ARGS...
-check() {
-  local members=$1 connections=$2 warmup=$3 rounds=$4 out
-  shift 4
-  out=$("$BENCH" join "$@" 2>&1)
+num='[0-9]+(\.[0-9]+)?'
+snum='-?[0-9]+(\.[0-9]+)?'
+
+# run_bench SCENARIO ARGS...: runs the bench, which must exit 0 with "result PASS"; the output
+# is in $out, its last line in $last.
+run_bench() {
+  out=$("$BENCH" "$@" 2>&1)
   local rc=$?
   if [[ $rc != 0 ]]; then
-    echo "FAIL: bench join $* exited $rc:" >&2
+    echo "FAIL: bench $* exited $rc:" >&2
     echo "$out" >&2
     exit 1
   fi
-  local last
   last=$(tail -n 1 <<<"$out")
-  local num='[0-9]+(\.[0-9]+)?' bytes='-?[0-9]+'
+  grep -Eq '^result +PASS$' <<<"$out" || { echo "FAIL: no PASS in: $out" >&2; exit 1; }
+}
+json_is() {
+  if ! [[ $last =~ $1 ]]; then
+    echo "FAIL: last line of bench is not the expected JSON:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+  echo "ok: $last"
+}
+
+# check MEMBERS CONNECTIONS WARMUP(true|false) ROUNDS RPC(session|unary) BENCH-ARGS...
+check() {
+  local members=$1 connections=$2 warmup=$3 rounds=$4 rpc=$5
+  shift 5
+  run_bench join "$@"
+  local bytes='-?[0-9]+'
   local list=$num
   for ((i = 1; i < rounds; ++i)); do list+=",$num"; done
   local re='^\{"scenario":"join","members":'$members',"connections":'$connections
   re+=',"warmup":'$warmup',"total_s":'$num',"rounds":\['$list'\],"joins_per_s":'$num
   re+=',"p50_ms":'$num',"p99_ms":'$num',"connection_errors":0,"daemon_cpu_s":'$num
   re+=',"daemon_peak_rss_kib":[0-9]+,"rss_per_member_bytes":'$bytes
-  re+=',"peak_rss_per_member_bytes":'$bytes',"retained_rss_per_member_bytes":'$bytes'\}$'
-  if ! [[ $last =~ $re ]]; then
-    echo "FAIL: last line of bench join $* is not the expected JSON:" >&2
-    echo "$out" >&2
-    exit 1
-  fi
-  grep -Eq '^result +PASS$' <<<"$out" || { echo "FAIL: no PASS in: $out" >&2; exit 1; }
+  re+=',"peak_rss_per_member_bytes":'$bytes',"retained_rss_per_member_bytes":'$bytes
+  re+=',"rpc":"'$rpc'"\}$'
+  json_is "$re"
   local mode=cold
   [[ $warmup == true ]] && mode=warm
   grep -Eq "^mode +$mode: " <<<"$out" || { echo "FAIL: no \"mode $mode\" row in: $out" >&2; exit 1; }
-  echo "ok: $last"
 }
-check 50 50 false 1 --members 50
-check 200 10 false 1 --members 200 --connections 10 --named-nodes
-check 100 10 true 2 --members 100 --connections 10 --warmup --repeat 2
+check 50 50 false 1 session --members 50
+check 50 50 false 1 unary --members 50 --unary
+check 200 10 false 1 session --members 200 --connections 10 --named-nodes
+check 100 10 true 2 session --members 100 --connections 10 --warmup --repeat 2
+
+# failure: 30 members, one dies; all 29 survivors told, nobody else named.
+run_bench failure --members 30 --connections 10 --disconnect-grace 100ms
+re='^\{"scenario":"failure","members":30,"connections":10,"grace_s":0\.1,"detect_s":'$num
+re+=',"detect_after_grace_s":'$snum',"fanout_s":'$num',"p50_ms":'$num',"p99_ms":'$num
+re+=',"max_ms":'$num',"notified":29,"false_detections":0,"join_s":'$num'\}$'
+json_is "$re"
+# The grace may come as a daemon argument too.
+run_bench failure --members 5 --daemon-arg=--disconnect-grace=50ms
+json_is '^\{"scenario":"failure","members":5,"connections":5,"grace_s":0\.05,.*"notified":4,"false_detections":0,'
+
+# restart: 40 members resume after kill -9 + restart of the daemon, same ranks and generation.
+run_bench restart --members 40 --connections 8
+re='^\{"scenario":"restart","members":40,"connections":8,"restart_s":'$num',"resume_s":'$num
+re+=',"resume_from_up_s":'$snum',"p50_ms":'$snum',"p99_ms":'$snum',"resumed":40,"rank_changes":0'
+re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,"join_s":'$num'\}$'
+json_is "$re"
+
 # Usage errors exit 2.
-"$BENCH" join --members 10 --connections 20 >/dev/null 2>&1
-[[ $? == 2 ]] || { echo "FAIL: --connections > --members must be a usage error" >&2; exit 1; }
-"$BENCH" join --members 10 --repeat 0 >/dev/null 2>&1
-[[ $? == 2 ]] || { echo "FAIL: --repeat 0 must be a usage error" >&2; exit 1; }
+usage_error() {
+  "$BENCH" "$@" >/dev/null 2>&1
+  [[ $? == 2 ]] || { echo "FAIL: bench $* must be a usage error" >&2; exit 1; }
+}
+usage_error join --members 10 --connections 20
+usage_error join --members 10 --repeat 0
+usage_error failure --members 1
+usage_error restart --members 10 --server 127.0.0.1:1
+usage_error failure --members 10 --unary
+usage_error nonsense --members 10
 echo PASS

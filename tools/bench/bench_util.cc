@@ -1,0 +1,195 @@
+#include "tools/bench/bench_util.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+
+namespace ms_rendezvous::bench {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+void Countdown::Done() {
+  if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+}
+
+void Countdown::Wait() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [this] { return done_; });
+}
+
+bool Countdown::WaitFor(absl::Duration timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [this] { return done_; });
+}
+
+double PercentileMs(const std::vector<int64_t>& sorted_ns, double p) {
+  if (sorted_ns.empty()) return 0;
+  size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(sorted_ns.size())));
+  rank = std::clamp<size_t>(rank, 1, sorted_ns.size());
+  return static_cast<double>(sorted_ns[rank - 1]) / 1e6;
+}
+
+absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> ConnectChannels(
+    const ChannelOptions& options) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  channels.reserve(options.connections);
+  for (uint32_t i = 0; i < options.connections; ++i) {
+    grpc::ChannelArguments args;
+    // A channel arg unique per channel plus a local subchannel pool: gRPC would otherwise share
+    // one subchannel (one TCP connection) between channels with equal args, and the bench must
+    // reproduce N processes with N connections.
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    args.SetInt("ms_rendezvous.bench_channel_index", static_cast<int>(i));
+    // Joins are not retried by the client library's channel either; retries would only add the
+    // retry filter's buffering to every call.
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    if (options.fast_reconnect) {
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+      args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    }
+    channels.push_back(
+        grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args));
+  }
+  // Kick off every connection first, then wait: connecting one by one would serialise N TCP and
+  // HTTP/2 handshakes.
+  for (auto& channel : channels) channel->GetState(/*try_to_connect=*/true);
+  auto deadline = std::chrono::system_clock::now() +
+                  std::chrono::milliseconds(absl::ToInt64Milliseconds(options.connect_timeout));
+  for (uint32_t i = 0; i < channels.size(); ++i) {
+    // Not WaitForConnected(): it keeps retrying through TRANSIENT_FAILURE until the deadline, so a
+    // wrong --server would hang for the whole connect timeout instead of failing at once.
+    grpc_connectivity_state state = channels[i]->GetState(/*try_to_connect=*/true);
+    while (state != GRPC_CHANNEL_READY) {
+      if (state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN) {
+        return absl::UnavailableError(absl::StrCat("channel ", i, " of ", channels.size(), " to ",
+                                                   options.server,
+                                                   " failed to connect; is the daemon running "
+                                                   "there, and does it accept this many "
+                                                   "connections?"));
+      }
+      if (!channels[i]->WaitForStateChange(state, deadline)) {
+        return absl::UnavailableError(absl::StrCat("channel ", i, " of ", channels.size(), " to ",
+                                                   options.server, " did not connect within ",
+                                                   absl::FormatDuration(options.connect_timeout)));
+      }
+      state = channels[i]->GetState(/*try_to_connect=*/true);
+    }
+  }
+  return channels;
+}
+
+void SessionStream::Start(v1::Rendezvous::Stub* stub, v1::SessionRequest first,
+                          bool wait_for_ready) {
+  ctx_.set_wait_for_ready(wait_for_ready);
+  start_ns = NowNs();
+  stub->async()->Session(&ctx_, this);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    writes_.push_back(std::move(first));
+    StartWrite(&writes_.front());
+  }
+  StartRead(&response_);
+  StartCall();
+}
+
+void SessionStream::Leave(const v1::MemberRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  v1::SessionRequest leave;
+  *leave.mutable_leave()->mutable_member() = ref;
+  writes_.push_back(std::move(leave));
+  // deque::push_back keeps references to existing elements valid.
+  if (writes_.size() == 1) StartWrite(&writes_.front());
+}
+
+void SessionStream::OnWriteDone(bool ok) {
+  std::lock_guard<std::mutex> lock(mu_);
+  writes_.pop_front();
+  if (!ok) {
+    writes_.clear();  // the stream is ending; OnDone tells why
+    return;
+  }
+  if (!writes_.empty()) StartWrite(&writes_.front());
+}
+
+void SessionStream::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows with the status
+  if (response_.has_topology()) {
+    if (cb_->on_topology) cb_->on_topology(this, response_.topology());
+  } else if (response_.has_event()) {
+    if (cb_->on_event) cb_->on_event(this, response_.event());
+  }
+  StartRead(&response_);
+}
+
+void SessionStream::OnDone(const grpc::Status& status) {
+  if (cb_->on_done) cb_->on_done(this, status);
+}
+
+TimerThread::TimerThread() : thread_([this] { Run(); }) {}
+
+TimerThread::~TimerThread() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void TimerThread::At(int64_t due_ns, std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    items_.push(Item{due_ns, seq_++, std::move(fn)});
+  }
+  cv_.notify_all();
+}
+
+void TimerThread::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    if (items_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    int64_t now = NowNs();
+    if (items_.top().due_ns > now) {
+      cv_.wait_for(lock, std::chrono::nanoseconds(items_.top().due_ns - now));
+      continue;
+    }
+    std::function<void()> fn = std::move(const_cast<Item&>(items_.top()).fn);
+    items_.pop();
+    lock.unlock();
+    fn();
+    lock.lock();
+  }
+}
+
+absl::Duration JitteredBackoff(uint32_t attempt) {
+  thread_local absl::BitGen gen;
+  absl::Duration base = absl::Milliseconds(50);
+  for (uint32_t i = 0; i < attempt && base < absl::Seconds(2); ++i) base *= 2;
+  base = std::min(base, absl::Seconds(2));
+  return base * absl::Uniform(gen, 0.5, 1.5);
+}
+
+}  // namespace ms_rendezvous::bench
