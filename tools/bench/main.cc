@@ -263,7 +263,9 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
 
 // One connection per channel costs one fd here and one in the daemon (which inherits this
 // limit when the bench starts it), so check up front instead of failing halfway with EMFILE.
-absl::Status RaiseFdLimit(uint64_t connections) {
+// `fds_per_connection`: 2 for restart, where every connection is replaced at once and the old
+// sockets are not all closed before the new ones open.
+absl::Status RaiseFdLimit(uint64_t connections, uint64_t fds_per_connection) {
   rlimit limit{};
   if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return absl::InternalError("getrlimit failed");
   if (limit.rlim_cur < limit.rlim_max) {
@@ -272,7 +274,7 @@ absl::Status RaiseFdLimit(uint64_t connections) {
       return absl::InternalError("setrlimit(RLIMIT_NOFILE) failed");
     }
   }
-  uint64_t needed = connections + kSpareFds;
+  uint64_t needed = connections * fds_per_connection + kSpareFds;
   if (limit.rlim_cur != RLIM_INFINITY && needed > limit.rlim_cur) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "--connections ", connections, " needs about ", needed,
@@ -301,7 +303,26 @@ int Main(int argc, char** argv) {
                  absl::StatusCodeToString(s.code()).c_str(), std::string(s.message()).c_str());
     return 1;
   };
-  if (absl::Status s = RaiseFdLimit(args.join.connections); !s.ok()) return fail(s);
+  const uint64_t fds_per_connection = args.scenario == "restart" ? 2 : 1;
+  if (args.scenario == "restart" && !args.connections_set) {
+    // One process holds every member's connection twice over while they reconnect: cap the
+    // default at what the fd limit allows (a real deployment has one process per member).
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_max != RLIM_INFINITY &&
+        limit.rlim_max > kSpareFds) {
+      uint64_t cap = (limit.rlim_max - kSpareFds) / fds_per_connection;
+      if (args.join.connections > cap) {
+        LOG(WARNING) << "restart: " << args.join.connections << " connections would need "
+                     << args.join.connections * fds_per_connection + kSpareFds
+                     << " file descriptors while reconnecting (hard limit " << limit.rlim_max
+                     << "); using " << cap << " connections";
+        args.join.connections = static_cast<uint32_t>(cap);
+      }
+    }
+  }
+  if (absl::Status s = RaiseFdLimit(args.join.connections, fds_per_connection); !s.ok()) {
+    return fail(s);
+  }
   if (args.join.job_id.empty()) {
     args.join.job_id = absl::StrCat("bench-", getpid(), "-", absl::ToUnixSeconds(absl::Now()));
   }
