@@ -1,6 +1,7 @@
 #include "core/job.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,8 +19,11 @@ constexpr size_t kSessionReorderLimit = 1 << 20;
 
 int RoleIndex(Role role) { return static_cast<int>(role); }
 
+// "0.3s", "2s", "1800s": seconds with at most one decimal.
 std::string FormatSeconds(absl::Duration d) {
-  return absl::StrCat(absl::Trunc(d, absl::Milliseconds(100)) / absl::Seconds(1), "s");
+  const int64_t tenths = absl::ToInt64Milliseconds(d) / 100;
+  if (tenths % 10 == 0) return absl::StrCat(tenths / 10, "s");
+  return absl::StrCat(tenths / 10, ".", std::abs(tenths % 10), "s");
 }
 
 std::string DeadList(const std::vector<DeadMember>& dead) {

@@ -197,6 +197,19 @@ TEST_F(LivenessTest, SessionDropped_SuspectAtOnce_DeadAfterGrace_EverySurvivorTo
   }
 }
 
+// Regression: durations in messages were divided as integers ("within 0s" for a 300 ms grace).
+TEST_F(LivenessTest, DeathReason_SubSecondDurationsPrintedWithDecimals) {
+  RegistryOptions o;
+  o.disconnect_grace = absl::Milliseconds(300);
+  reg_ = std::make_unique<JobRegistry>(&clock_, o, &store_);
+  auto ms = JoinAll(2);
+  clock_.Advance(absl::Milliseconds(1500));
+  reg_->SessionClosed(ms[1].ref, ms[1].session.get());
+  Advance(absl::Milliseconds(300));
+  EXPECT_THAT(Info(1).reason, HasSubstr("within 0.3s"));
+  EXPECT_THAT(ms[0].session->End().message(), HasSubstr("last seen 1.8s ago"));
+}
+
 TEST_F(LivenessTest, SessionDropped_ResumedWithinGrace_NothingFails) {
   auto ms = JoinAll(4);
   reg_->SessionClosed(ms[1].ref, ms[1].session.get());
