@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <deque>
+#include <functional>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -14,7 +17,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -37,7 +43,6 @@ constexpr absl::Duration kBackoffMax = absl::Seconds(2);
 constexpr absl::Duration kUnreachableLogEvery = absl::Seconds(30);
 constexpr absl::Duration kUnaryDeadline = absl::Seconds(30);
 constexpr absl::Duration kLeaveDeadline = absl::Seconds(5);
-constexpr int kLeaveAttempts = 3;
 constexpr uint32_t kMembersPageSize = 1000;
 // Channel keepalive (see Client::Create): must stay >= the daemon's minimum ping interval (5 s).
 constexpr absl::Duration kKeepaliveTime = absl::Seconds(30);
@@ -54,28 +59,6 @@ std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
              absl::ToChronoNanoseconds(d));
 }
 
-absl::Duration Since(Steady::time_point t) { return absl::FromChrono(Steady::now() - t); }
-
-// Whether a failed call may be repeated: the daemon is unreachable or stopping, and the failure
-// was not caused by this process.
-//   UNAVAILABLE: no connection, connection lost (a keepalive timeout included), or the daemon
-//     said it is shutting down.
-//   CANCELLED: only when this process did not cause it. Join and Leave contexts are never
-//     cancelled here (`cancelled_here` stays false for them), and our own deadline ends a call
-//     with DEADLINE_EXCEEDED, so a CANCELLED that arrives before the deadline comes from the
-//     other side: a draining daemon cancels the calls that reach it after its shutdown began
-//     (the parked Join gets UNAVAILABLE "shutting down", its retry then CANCELLED). Giving up
-//     there would fail the whole job over a daemon restart.
-bool IsRetryable(const grpc::Status& st, bool cancelled_here, bool deadline_reached) {
-  switch (st.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-      return true;
-    case grpc::StatusCode::CANCELLED:
-      return !cancelled_here && !deadline_reached;
-    default:
-      return false;
-  }
-}
 
 // "CANCELLED: message" (the code matters: the message alone may be empty or just the code).
 std::string GrpcStatusText(const grpc::Status& st) {
@@ -127,6 +110,8 @@ JobState FromProto(pb::JobState state) {
       return JobState::kFinished;
     case pb::JOB_STATE_FAILED:
       return JobState::kFailed;
+    case pb::JOB_STATE_DEGRADED:
+      return JobState::kDegraded;
     default:
       return JobState::kUnknown;
   }
@@ -142,6 +127,10 @@ MemberState FromProto(pb::MemberState state) {
       return MemberState::kLeft;
     case pb::MEMBER_STATE_FAILED:
       return MemberState::kFailed;
+    case pb::MEMBER_STATE_SUSPECT:
+      return MemberState::kSuspect;
+    case pb::MEMBER_STATE_DEAD:
+      return MemberState::kDead;
     default:
       return MemberState::kUnknown;
   }
@@ -163,6 +152,14 @@ JobEventType FromProto(pb::JobEventType type) {
       return JobEventType::kJobFinished;
     case pb::JOB_EVENT_JOB_FAILED:
       return JobEventType::kJobFailed;
+    case pb::JOB_EVENT_MEMBER_SUSPECT:
+      return JobEventType::kMemberSuspect;
+    case pb::JOB_EVENT_MEMBER_RESUMED:
+      return JobEventType::kMemberResumed;
+    case pb::JOB_EVENT_MEMBER_DEAD:
+      return JobEventType::kMemberDead;
+    case pb::JOB_EVENT_MEMBER_RECOVERED:
+      return JobEventType::kMemberRecovered;
     default:
       return JobEventType::kUnknown;
   }
@@ -203,6 +200,17 @@ MemberInfo FromProto(const pb::MemberInfo& m) {
   return out;
 }
 
+DeadMember FromProto(const pb::DeadMember& d) {
+  DeadMember out;
+  out.role = FromProto(d.role(), Role::kWorker);
+  if (d.has_rank()) out.rank = d.rank();
+  out.node_id = d.node_id();
+  out.host = d.host();
+  out.last_seen_s_ago = d.last_seen_s_ago();
+  out.reason = d.reason();
+  return out;
+}
+
 JobEvent FromProto(const pb::JobEvent& e) {
   JobEvent out;
   out.seq = e.seq();
@@ -211,6 +219,7 @@ JobEvent FromProto(const pb::JobEvent& e) {
   out.generation = e.job().generation();
   if (e.has_member()) out.member = FromProto(e.member());
   out.message = e.message();
+  for (const pb::DeadMember& d : e.dead()) out.dead.push_back(FromProto(d));
   return out;
 }
 
@@ -288,14 +297,113 @@ class JobWatchImpl final : public JobWatch {
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
 };
 
-class ClientImpl final : public Client {
+// One Session stream (callback API). Reads run in gRPC's reactions and are handed to the
+// client's session thread through SessionInbox; writes come from the session thread (join,
+// resume, heartbeat, report_error, leave) and are queued here, one in flight at a time.
+// A hold (AddHold) keeps the stream open for those outside writes until Release().
+class SessionInbox {
  public:
-  ClientImpl(ClientOptions options, std::string target, std::shared_ptr<grpc::Channel> channel)
-      : options_(std::move(options)),
-        target_(std::move(target)),
-        channel_(std::move(channel)),
-        rendezvous_(pb::Rendezvous::NewStub(channel_)),
-        admin_(pb::RendezvousAdmin::NewStub(channel_)) {}
+  virtual ~SessionInbox() = default;
+  virtual void OnMessage(pb::SessionResponse response) = 0;
+  virtual void OnReadEnded() = 0;
+  virtual void OnStreamDone(const grpc::Status& status) = 0;
+};
+
+class SessionStream final
+    : public grpc::ClientBidiReactor<pb::SessionRequest, pb::SessionResponse> {
+ public:
+  SessionStream(pb::Rendezvous::Stub* stub, SessionInbox* inbox) : inbox_(inbox) {
+    stub->async()->Session(&ctx_, this);
+  }
+
+  void Start(pb::SessionRequest first) {
+    Write(std::move(first));
+    StartRead(&response_);
+    AddHold();
+    StartCall();
+  }
+
+  // Queues a message; dropped once the stream is released or a write failed.
+  void Write(pb::SessionRequest request) {
+    const pb::SessionRequest* start = nullptr;
+    {
+      absl::MutexLock l(&mu_);
+      if (released_ || write_failed_) return;
+      queue_.push_back(std::move(request));
+      if (!writing_) {
+        writing_ = true;
+        start = &queue_.front();
+      }
+    }
+    if (start != nullptr) StartWrite(start);
+  }
+
+  // No more writes from outside reactions; the stream may then complete. Call exactly once.
+  void Release() {
+    {
+      absl::MutexLock l(&mu_);
+      released_ = true;
+    }
+    RemoveHold();
+  }
+
+  void Cancel() { ctx_.TryCancel(); }
+
+  void OnWriteDone(bool ok) override {
+    const pb::SessionRequest* next = nullptr;
+    {
+      absl::MutexLock l(&mu_);
+      queue_.pop_front();
+      if (!ok) {
+        write_failed_ = true;
+        queue_.clear();
+      }
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+      }
+    }
+    if (next != nullptr) StartWrite(next);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      inbox_->OnReadEnded();  // the owner releases its hold; the status follows in OnDone
+      return;
+    }
+    inbox_->OnMessage(std::move(response_));
+    response_.Clear();
+    StartRead(&response_);
+  }
+
+  void OnDone(const grpc::Status& status) override { inbox_->OnStreamDone(status); }
+
+ private:
+  SessionInbox* const inbox_;
+  grpc::ClientContext ctx_;
+  pb::SessionResponse response_;
+  absl::Mutex mu_;
+  std::deque<pb::SessionRequest> queue_ ABSL_GUARDED_BY(mu_);  // front = in flight
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+std::string JoinTargets(const std::vector<std::string>& targets) {
+  return absl::StrJoin(targets, ", ");
+}
+
+class ClientImpl final : public Client, public SessionInbox {
+ public:
+  ClientImpl(ClientOptions options, std::vector<std::string> targets,
+             std::vector<std::shared_ptr<grpc::Channel>> channels)
+      : options_(std::move(options)), targets_(std::move(targets)), channels_(std::move(channels)) {
+    for (const auto& channel : channels_) {
+      rendezvous_.push_back(pb::Rendezvous::NewStub(channel));
+      admin_.push_back(pb::RendezvousAdmin::NewStub(channel));
+    }
+  }
 
   ~ClientImpl() override {
     bool joined;
@@ -304,18 +412,23 @@ class ClientImpl final : public Client {
       joined = topology_.has_value();
     }
     if (joined) {
-      absl::Status s = LeaveImpl(absl::Seconds(2), 1);
+      absl::Status s = LeaveImpl(absl::Seconds(2));
       if (!s.ok()) LOG(WARNING) << "ms_rendezvous: leaving job " << options_.job_id << ": " << s;
     }
-    absl::MutexLock lifecycle(&lifecycle_mu_);
-    StopHeartbeats();
+    StopSessionThread();
+  }
+
+  void SetEventCallback(std::function<void(const SessionEvent&)> callback) override {
+    absl::MutexLock l(&callback_mu_);
+    callback_ = std::move(callback);
   }
 
   absl::StatusOr<Topology> Join() override;
   absl::StatusOr<std::vector<MemberInfo>> Members() override;
   absl::StatusOr<std::unique_ptr<JobWatch>> Watch(
       std::function<void(const JobEvent&)> on_event) override;
-  absl::Status Leave() override { return LeaveImpl(kLeaveDeadline, kLeaveAttempts); }
+  absl::Status ReportError(const std::string& reason) override;
+  absl::Status Leave() override { return LeaveImpl(kLeaveDeadline); }
 
   absl::Status SessionStatus() override {
     absl::MutexLock l(&mu_);
@@ -323,38 +436,96 @@ class ClientImpl final : public Client {
   }
 
   const ClientOptions& options() const override { return options_; }
-  const std::string& target() const override { return target_; }
+  const std::string& target() const override { return targets_.front(); }
+  const std::vector<std::string>& targets() const override { return targets_; }
 
  private:
-  // Join RPC with the retry policy; returns the raw topology or the final error.
-  absl::StatusOr<pb::Topology> JoinWithRetry();
-  absl::Status LeaveImpl(absl::Duration deadline, int attempts);
-  void HeartbeatLoop(pb::MemberRef ref);
-  // Signals the heartbeat thread and waits for it.
-  void StopHeartbeats() ABSL_EXCLUSIVE_LOCKS_REQUIRED(lifecycle_mu_);
+  enum class Phase { kIdle, kJoining, kJoined, kEnded };
+
+  // SessionInbox (called from gRPC reactions).
+  void OnMessage(pb::SessionResponse response) override {
+    absl::MutexLock l(&mu_);
+    inbox_.push_back(std::move(response));
+  }
+  void OnReadEnded() override {
+    absl::MutexLock l(&mu_);
+    read_ended_ = true;
+  }
+  void OnStreamDone(const grpc::Status& status) override {
+    absl::MutexLock l(&mu_);
+    stream_done_ = status;
+  }
+
+  // The session thread: connects, joins or resumes, reads, heartbeats, reconnects.
+  void RunSession();
+  // Runs one stream until it ends; returns its final status. `first` is join or resume.
+  grpc::Status RunStream(size_t target_index, pb::SessionRequest first, bool* got_message);
+  // Handles one message from the daemon (session thread, mu_ not held).
+  void HandleMessage(const pb::SessionResponse& response, size_t target_index,
+                     SessionStream* stream);
+  // Marks the session failed with `status` (once), wakes every blocked call, tells the callback.
+  void FailSession(absl::Status status, SessionEvent event);
+  void Emit(const SessionEvent& event);
+  // Waits up to `wait` for a reconnect attempt; false when the session thread must stop.
+  bool WaitBeforeRetry(size_t target_index, absl::Duration wait);
+  pb::SessionRequest JoinRequest() const;
+  absl::Status LeaveImpl(absl::Duration deadline);
+  void StopSessionThread();
+  // Blocks until `done` holds or the session failed (then returns the failure) or `deadline`.
+  // The mechanism every blocking call of the client (Join, KV waits, barriers) goes through.
+  absl::Status AwaitOrSessionFailure(const std::function<bool()>& done, absl::Time deadline,
+                                     const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Duration ReconnectBudget() const;
+  pb::RendezvousAdmin::Stub* admin() {
+    return admin_[current_target_.load() % admin_.size()].get();
+  }
 
   const ClientOptions options_;
-  const std::string target_;
-  const std::shared_ptr<grpc::Channel> channel_;
-  const std::unique_ptr<pb::Rendezvous::Stub> rendezvous_;
-  const std::unique_ptr<pb::RendezvousAdmin::Stub> admin_;
+  const std::vector<std::string> targets_;
+  const std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<pb::Rendezvous::Stub>> rendezvous_;
+  std::vector<std::unique_ptr<pb::RendezvousAdmin::Stub>> admin_;
+  std::atomic<size_t> current_target_{0};
 
-  // Serializes session transitions (end of Join, Leave, destruction); never held during the
-  // long Join RPC. Order: lifecycle_mu_ -> mu_.
+  absl::Mutex callback_mu_;
+  std::function<void(const SessionEvent&)> callback_ ABSL_GUARDED_BY(callback_mu_);
+
+  // Serializes Join/Leave/destruction transitions (thread start/stop). Order: lifecycle_mu_ ->
+  // mu_. Never held while waiting for the daemon except by Leave (bounded).
   absl::Mutex lifecycle_mu_;
-  std::thread heartbeat_thread_ ABSL_GUARDED_BY(lifecycle_mu_);
+  std::thread session_thread_ ABSL_GUARDED_BY(lifecycle_mu_);
   bool left_ ABSL_GUARDED_BY(lifecycle_mu_) = false;
 
   absl::Mutex mu_;
+  Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;  // the session thread must end (destruction)
   std::optional<Topology> topology_ ABSL_GUARDED_BY(mu_);  // set while joined
-  bool joining_ ABSL_GUARDED_BY(mu_) = false;
-  bool stop_heartbeats_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status session_status_ ABSL_GUARDED_BY(mu_);
+  absl::Status join_error_ ABSL_GUARDED_BY(mu_);           // why Join failed
+  absl::Status session_status_ ABSL_GUARDED_BY(mu_);       // OK until the session failed
+  bool session_failed_ ABSL_GUARDED_BY(mu_) = false;
+  // Requests from user threads, written by the session thread.
+  std::optional<std::string> report_error_ ABSL_GUARDED_BY(mu_);
+  bool leave_requested_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::Status> leave_result_ ABSL_GUARDED_BY(mu_);
+  // The current stream's traffic (from gRPC reactions).
+  std::deque<pb::SessionResponse> inbox_ ABSL_GUARDED_BY(mu_);
+  bool read_ended_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> stream_done_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_here_ ABSL_GUARDED_BY(mu_) = false;
+  SessionStream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
-absl::StatusOr<pb::Topology> ClientImpl::JoinWithRetry() {
-  pb::JoinRequest request;
-  pb::MemberSpec* spec = request.mutable_member();
+absl::Duration ClientImpl::ReconnectBudget() const {
+  if (options_.node_timeout == absl::InfiniteDuration()) return absl::InfiniteDuration();
+  if (options_.node_timeout == absl::ZeroDuration()) {
+    return options_.heartbeat_enabled ? kDefaultNodeTimeout : absl::InfiniteDuration();
+  }
+  return options_.node_timeout;
+}
+
+pb::SessionRequest ClientImpl::JoinRequest() const {
+  pb::SessionRequest request;
+  pb::MemberSpec* spec = request.mutable_join()->mutable_member();
   spec->set_job_id(options_.job_id);
   spec->set_role(ToProto(options_.role));
   spec->set_node_id(options_.node_id);
@@ -365,75 +536,34 @@ absl::StatusOr<pb::Topology> ClientImpl::JoinWithRetry() {
   spec->set_server_num(options_.server_num);
   const bool forever = options_.topo_timeout == absl::InfiniteDuration();
   spec->set_topo_timeout_ms(forever ? -1 : absl::ToInt64Milliseconds(options_.topo_timeout));
+  int64_t node_timeout_ms = 0;
+  if (options_.node_timeout == absl::InfiniteDuration()) {
+    node_timeout_ms = -1;
+  } else if (options_.node_timeout > absl::ZeroDuration()) {
+    node_timeout_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.node_timeout));
+  } else if (!options_.heartbeat_enabled) {
+    node_timeout_ms = -1;  // only the connection proves liveness (see ClientOptions)
+  }
+  spec->set_node_timeout_ms(node_timeout_ms);
+  spec->set_enable_recovery(options_.enable_recovery);
+  return request;
+}
 
-  LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as " << RoleName(options_.role)
-            << " node " << options_.node_id << " via " << target_
-            << " (MS_WORKER_NUM=" << options_.worker_num << " MS_SERVER_NUM=" << options_.server_num
-            << " topology timeout " << TimeoutText(options_.topo_timeout) << ", heartbeat "
-            << (options_.heartbeat_enabled
-                    ? absl::StrCat(absl::FormatDuration(options_.heartbeat_interval_lower), "..",
-                                   absl::FormatDuration(options_.heartbeat_interval_upper))
-                    : std::string("disabled"))
-            << ")";
-  const Steady::time_point start = Steady::now();
-  const absl::Duration rpc_budget = options_.topo_timeout + kJoinDeadlineMargin;
-  Backoff backoff;
-  int attempts = 0;
-  absl::Duration next_log = absl::ZeroDuration();
-  for (;;) {
-    ++attempts;
-    grpc::ClientContext ctx;
-    if (!forever) ctx.set_deadline(DeadlineAfter(rpc_budget - Since(start)));
-    pb::JoinResponse response;
-    grpc::Status st = rendezvous_->Join(&ctx, request, &response);
-    if (st.ok()) {
-      if (attempts > 1) {
-        LOG(INFO) << "ms_rendezvous: reached scheduler " << target_ << " after " << attempts
-                  << " attempts";
-      }
-      return std::move(*response.mutable_topology());
-    }
-    const absl::Duration elapsed = Since(start);
-    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && !forever &&
-        elapsed >= rpc_budget - kJoinDeadlineMargin / 2) {
-      // Our own deadline, not the daemon's answer: the job uses a longer timeout than ours.
-      return absl::DeadlineExceededError(absl::StrCat(
-          "job ", options_.job_id, ": no topology from scheduler ", target_, " within ",
-          TimeoutText(options_.topo_timeout), " (MS_TOPO_TIMEOUT) + ",
-          absl::FormatDuration(kJoinDeadlineMargin),
-          " margin; the job's timeout was set by its first member and is longer than this "
-          "process's: use the same MS_TOPO_TIMEOUT in every process"));
-    }
-    const bool deadline_reached = !forever && elapsed >= rpc_budget;
-    if (!IsRetryable(st, /*cancelled_here=*/false, deadline_reached)) return FromGrpc(st);
-
-    // Not up yet, restarting or draining: retry within the topology timeout.
-    if (!forever && elapsed >= options_.topo_timeout) {
-      return absl::UnavailableError(absl::StrCat(
-          "scheduler ", target_, " unreachable for ", TimeoutText(options_.topo_timeout),
-          " (MS_TOPO_TIMEOUT), ", attempts, " attempts; last error: ", GrpcStatusText(st),
-          "; check MS_SCHED_HOST/MS_SCHED_PORT and that the scheduler or ms-rendezvousd runs"));
-    }
-    if (elapsed >= next_log) {
-      LOG(INFO) << "ms_rendezvous: scheduler " << target_ << " not reachable yet ("
-                << GrpcStatusText(st) << "); retrying with backoff for up to "
-                << TimeoutText(options_.topo_timeout);
-      next_log = elapsed + kUnreachableLogEvery;
-    }
-    absl::Duration wait = backoff.Next();
-    if (!forever) wait = std::min(wait, options_.topo_timeout - elapsed);
-    if (channel_->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_READY) {
-      // Connected, so the daemon itself refused (draining): back off in full.
-      absl::SleepFor(wait);
-    } else {
-      // Not connected: gRPC reconnects on its own backoff (same scale, see Create); retry as
-      // soon as the channel is up instead of sleeping past the moment the scheduler started.
-      channel_->WaitForConnected(DeadlineAfter(wait));
+absl::Status ClientImpl::AwaitOrSessionFailure(const std::function<bool()>& done,
+                                               absl::Time deadline, const std::string& what) {
+  auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return session_failed_ || done(); };
+  while (!ready()) {
+    if (!mu_.AwaitWithDeadline(absl::Condition(&ready), deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(what, " did not complete in time"));
     }
   }
+  if (session_failed_) return session_status_;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Topology> ClientImpl::Join() {
+  {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
   {
     absl::MutexLock l(&mu_);
     if (options_.role == Role::kScheduler) {
@@ -446,132 +576,562 @@ absl::StatusOr<Topology> ClientImpl::Join() {
           absl::StrCat("already joined job ", options_.job_id, " as ", RoleName(options_.role),
                        " rank ", topology_->rank, "; Leave() before joining again"));
     }
-    if (joining_) return absl::FailedPreconditionError("Join() is already running");
-    joining_ = true;
+    if (phase_ == Phase::kJoining) return absl::FailedPreconditionError("Join() is already running");
   }
-  absl::StatusOr<pb::Topology> joined = JoinWithRetry();
-
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  // A heartbeat thread of an earlier session has returned by now (Leave joined it, or it
-  // ended itself); join it before the member is reused.
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
-  absl::MutexLock l(&mu_);
-  joining_ = false;
-  if (!joined.ok()) return joined.status();
-  Topology topology = FromProto(*joined, options_);
-  topology_ = topology;
+  // A session thread of an earlier session has ended by now (Leave or failure); reap it.
+  if (session_thread_.joinable()) {
+    {
+      absl::MutexLock l(&mu_);
+      stop_ = true;
+      if (stream_ != nullptr) {
+        cancelled_here_ = true;
+        stream_->Cancel();
+      }
+    }
+    session_thread_.join();
+  }
+  {
+    absl::MutexLock l(&mu_);
+    phase_ = Phase::kJoining;
+    stop_ = false;
+    join_error_ = absl::OkStatus();
+    session_status_ = absl::OkStatus();
+    session_failed_ = false;
+    report_error_.reset();
+    leave_requested_ = false;
+    leave_result_.reset();
+  }
+  LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as " << RoleName(options_.role)
+            << " node " << options_.node_id << " via " << JoinTargets(targets_)
+            << " (MS_WORKER_NUM=" << options_.worker_num << " MS_SERVER_NUM=" << options_.server_num
+            << " topology timeout " << TimeoutText(options_.topo_timeout) << ", node timeout "
+            << (options_.node_timeout == absl::ZeroDuration()
+                    ? std::string(options_.heartbeat_enabled ? "daemon default" : "none")
+                    : TimeoutText(options_.node_timeout))
+            << ", heartbeat "
+            << (options_.heartbeat_enabled
+                    ? absl::StrCat(absl::FormatDuration(options_.heartbeat_interval_lower), "..",
+                                   absl::FormatDuration(options_.heartbeat_interval_upper))
+                    : std::string("disabled"))
+            << ", recovery " << (options_.enable_recovery ? "on" : "off") << ")";
+  if (options_.heartbeat_enabled && options_.node_timeout != absl::ZeroDuration() &&
+      options_.node_timeout != absl::InfiniteDuration() &&
+      options_.node_timeout <= options_.heartbeat_interval_upper) {
+    LOG(WARNING) << "ms_rendezvous: MS_NODE_TIMEOUT="
+                 << absl::FormatDuration(options_.node_timeout)
+                 << " is not longer than the heartbeat interval (MS_RETRY_INTERVAL_UPPER="
+                 << absl::FormatDuration(options_.heartbeat_interval_upper)
+                 << "): members will be declared dead between two heartbeats";
+  }
   left_ = false;
-  session_status_ = absl::OkStatus();
-  if (options_.heartbeat_enabled) {
-    stop_heartbeats_ = false;
-    pb::MemberRef ref;
-    ref.set_job_id(topology.job_id);
-    ref.set_role(ToProto(topology.role));
-    ref.set_node_id(topology.node_id);
-    ref.set_incarnation(topology.incarnation);
-    heartbeat_thread_ = std::thread([this, ref] { HeartbeatLoop(ref); });
+  session_thread_ = std::thread([this] { RunSession(); });
   }
-  return topology;
+
+  absl::MutexLock l(&mu_);
+  absl::Status st = AwaitOrSessionFailure(
+      [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return phase_ != Phase::kJoining; },
+      absl::InfiniteFuture(), "Join");
+  if (!st.ok()) return st;
+  if (topology_.has_value()) return *topology_;
+  if (!join_error_.ok()) return join_error_;
+  return absl::AbortedError("the session ended before the topology arrived");
 }
 
-void ClientImpl::HeartbeatLoop(pb::MemberRef ref) {
+void ClientImpl::Emit(const SessionEvent& event) {
+  std::function<void(const SessionEvent&)> callback;
+  {
+    absl::MutexLock l(&callback_mu_);
+    callback = callback_;
+  }
+  if (callback) callback(event);
+}
+
+void ClientImpl::FailSession(absl::Status status, SessionEvent event) {
+  {
+    absl::MutexLock l(&mu_);
+    if (session_failed_) return;
+    session_failed_ = true;
+    session_status_ = status;
+    phase_ = Phase::kEnded;
+  }
+  LOG(WARNING) << "ms_rendezvous: " << status;
+  event.status = status;
+  if (event.job_id.empty()) event.job_id = options_.job_id;
+  Emit(event);
+}
+
+void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t target_index,
+                               SessionStream* stream) {
+  if (response.has_topology()) {
+    Topology t = FromProto(response.topology(), options_);
+    std::optional<Topology> held;
+    {
+      absl::MutexLock l(&mu_);
+      held = topology_;
+      if (!held.has_value()) {
+        topology_ = t;
+        phase_ = Phase::kJoined;
+        return;
+      }
+    }
+    if (t.rank != held->rank || t.generation != held->generation || t.role != held->role ||
+        t.node_id != held->node_id || t.world_size != held->world_size) {
+      {
+        absl::MutexLock l(&mu_);
+        cancelled_here_ = true;
+      }
+      stream->Cancel();
+      SessionEvent e;
+      e.type = SessionEventType::kSessionLost;
+      e.generation = t.generation;
+      e.message = absl::StrCat(
+          "after reconnecting to ", targets_[target_index], " the daemon placed node '",
+          held->node_id, "' at ", RoleName(t.role), " rank ", t.rank, " generation ",
+          t.generation, " instead of rank ", held->rank, " generation ", held->generation,
+          "; a different placement is never taken silently: join again");
+      FailSession(absl::AbortedError(e.message), e);
+      return;
+    }
+    {
+      absl::MutexLock l(&mu_);
+      topology_->incarnation = t.incarnation;
+    }
+    LOG(INFO) << "ms_rendezvous: resumed the session of job " << t.job_id << " at "
+              << targets_[target_index] << " (rank " << t.rank << ", generation " << t.generation
+              << ")";
+    SessionEvent e;
+    e.type = SessionEventType::kResumed;
+    e.job_id = t.job_id;
+    e.generation = t.generation;
+    e.job_state = JobState::kComplete;
+    e.message = absl::StrCat("resumed the session at ", targets_[target_index]);
+    e.topology = t;
+    Emit(e);
+    return;
+  }
+  if (!response.has_event()) return;
+  JobEvent ev = FromProto(response.event());
+  SessionEvent e;
+  e.job_id = response.event().job().job_id().empty() ? options_.job_id
+                                                      : response.event().job().job_id();
+  e.job_state = ev.job_state;
+  e.generation = ev.generation;
+  e.member = ev.member;
+  e.dead = ev.dead;
+  e.message = ev.message;
+  switch (ev.type) {
+    case JobEventType::kJobFailed: {
+      bool joining;
+      {
+        absl::MutexLock l(&mu_);
+        joining = !topology_.has_value();
+      }
+      // While joining, Join() returns the daemon's final status (e.g. DeadlineExceeded naming
+      // who is missing); there is no session to fail yet.
+      if (joining) return;
+      std::string message = ev.message;
+      if (message.empty()) message = absl::StrCat("job '", e.job_id, "' failed");
+      if (!ev.dead.empty() && !absl::StrContains(message, ev.dead.front().node_id)) {
+        absl::StrAppend(&message, ". Dead: ", DescribeDead(ev.dead));
+      }
+      e.type = SessionEventType::kJobFailed;
+      FailSession(absl::AbortedError(message), e);
+      return;
+    }
+    case JobEventType::kMemberDead:
+      e.type = SessionEventType::kMemberDead;
+      Emit(e);
+      return;
+    case JobEventType::kMemberRecovered:
+      e.type = SessionEventType::kMemberRecovered;
+      Emit(e);
+      return;
+    default:
+      return;  // other events are for watchers
+  }
+}
+
+bool ClientImpl::WaitBeforeRetry(size_t target_index, absl::Duration wait) {
+  const absl::Time end = absl::Now() + wait;
+  const std::shared_ptr<grpc::Channel>& channel = channels_[target_index];
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      if (stop_) return false;
+    }
+    const absl::Time now = absl::Now();
+    if (now >= end) return true;
+    const absl::Duration slice = std::min(end - now, absl::Milliseconds(100));
+    if (channel->GetState(/*try_to_connect=*/true) == GRPC_CHANNEL_READY) {
+      // Connected, so the daemon itself refused (draining): back off in full.
+      absl::MutexLock l(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_), slice);
+    } else if (channel->WaitForConnected(DeadlineAfter(slice))) {
+      // Not connected: retry as soon as the channel is up instead of sleeping past the moment
+      // the scheduler (re)started.
+      return true;
+    }
+  }
+}
+
+grpc::Status ClientImpl::RunStream(size_t target_index, pb::SessionRequest first,
+                                   bool* got_message) {
+  auto stream = std::make_unique<SessionStream>(rendezvous_[target_index].get(), this);
+  {
+    absl::MutexLock l(&mu_);
+    inbox_.clear();
+    read_ended_ = false;
+    stream_done_.reset();
+    cancelled_here_ = false;
+    stream_ = stream.get();
+  }
+  stream->Start(std::move(first));
+
   absl::BitGen gen;
   const double lo = absl::ToDoubleSeconds(options_.heartbeat_interval_lower);
   const double hi = absl::ToDoubleSeconds(options_.heartbeat_interval_upper);
-  // A beat that takes longer than a few periods is lost anyway; the next one follows.
-  const absl::Duration rpc_deadline =
-      std::clamp(options_.heartbeat_interval_upper * 4, absl::Seconds(1), absl::Seconds(10));
-  pb::HeartbeatRequest request;
-  *request.mutable_member() = ref;
-  int consecutive_failures = 0;
-  for (;;) {
+  auto next_period = [&] {
     // +-10% around a fixed interval so that members started together do not beat in lockstep.
-    const double period = lo < hi ? absl::Uniform(gen, lo, hi) : lo * absl::Uniform(gen, 0.9, 1.1);
+    return absl::Seconds(lo < hi ? absl::Uniform(gen, lo, hi) : lo * absl::Uniform(gen, 0.9, 1.1));
+  };
+  absl::Time next_beat = absl::Now() + next_period();
+  bool report_sent = false, leave_sent = false;
+  const absl::Time join_started = absl::Now();
+  bool released = false;
+  grpc::Status final_status;
+  for (;;) {
+    std::deque<pb::SessionResponse> messages;
+    bool done = false, joined = false, send_leave = false, cancel = false, release = false;
+    std::optional<std::string> report;
     {
       absl::MutexLock l(&mu_);
-      if (mu_.AwaitWithTimeout(absl::Condition(&stop_heartbeats_), absl::Seconds(period))) return;
-    }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineAfter(rpc_deadline));
-    pb::HeartbeatResponse response;
-    grpc::Status st = rendezvous_->Heartbeat(&ctx, request, &response);
-
-    absl::MutexLock l(&mu_);
-    if (st.ok()) {
-      consecutive_failures = 0;
-      if (response.job_state() == pb::JOB_STATE_FAILED) {
-        session_status_ = absl::AbortedError(
-            absl::StrCat("job ", ref.job_id(), " failed (reported by the scheduler ", target_,
-                         "); see `ms-rendezvousctl job ", ref.job_id(), "` for the reason"));
-        LOG(WARNING) << "ms_rendezvous: " << session_status_;
-        return;
+      auto wake = [this, &report_sent, &leave_sent, &released]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !inbox_.empty() || (read_ended_ && !released) || stream_done_.has_value() ||
+               stop_ ||
+               (report_error_.has_value() && !report_sent) || (leave_requested_ && !leave_sent);
+      };
+      absl::Time deadline = next_beat;
+      if (!topology_.has_value() && options_.topo_timeout != absl::InfiniteDuration()) {
+        deadline = std::min(deadline, join_started + options_.topo_timeout + kJoinDeadlineMargin);
       }
-      session_status_ = absl::OkStatus();
+      mu_.AwaitWithDeadline(absl::Condition(&wake), deadline);
+      messages.swap(inbox_);
+      done = stream_done_.has_value() && messages.empty();
+      if (done) final_status = *stream_done_;
+      release = read_ended_ && !released && messages.empty();
+      joined = topology_.has_value();
+      if (stop_ && !cancelled_here_) {
+        cancelled_here_ = true;
+        cancel = true;
+      }
+      if (report_error_.has_value() && !report_sent && joined) report = report_error_;
+      send_leave = leave_requested_ && !leave_sent && joined;
+    }
+    if (cancel) stream->Cancel();
+    if (done) break;
+    if (release) {
+      // Nothing more will be read: let the stream complete (OnDone follows).
+      released = true;
+      stream->Release();
       continue;
     }
-    if (st.error_code() == grpc::StatusCode::ABORTED ||
-        st.error_code() == grpc::StatusCode::NOT_FOUND) {
-      // The daemon no longer knows this registration: beating on is pointless, re-join.
-      session_status_ = absl::AbortedError(absl::StrCat("heartbeat rejected by ", target_, ": ",
-                                                        st.error_message(), " (re-join the job)"));
-      LOG(WARNING) << "ms_rendezvous: " << session_status_;
-      return;
+    for (const pb::SessionResponse& m : messages) {
+      *got_message = true;
+      HandleMessage(m, target_index, stream.get());
     }
-    // Transient (daemon restarting, network blip): keep beating, log the first of a streak.
-    if (consecutive_failures++ == 0) {
-      LOG(WARNING) << "ms_rendezvous: heartbeat to " << target_ << " failed: " << st.error_message()
-                   << "; retrying";
+    if (report.has_value()) {
+      report_sent = true;
+      pb::SessionRequest r;
+      r.mutable_report_error()->set_reason(*report);
+      stream->Write(std::move(r));
+    }
+    if (send_leave) {
+      leave_sent = true;
+      pb::SessionRequest r;
+      Topology t;
+      {
+        absl::MutexLock l(&mu_);
+        t = *topology_;
+      }
+      pb::MemberRef* ref = r.mutable_leave()->mutable_member();
+      ref->set_job_id(t.job_id);
+      ref->set_role(ToProto(t.role));
+      ref->set_node_id(t.node_id);
+      ref->set_incarnation(t.incarnation);
+      stream->Write(std::move(r));
+    }
+    const absl::Time now = absl::Now();
+    if (!joined && options_.topo_timeout != absl::InfiniteDuration() &&
+        now >= join_started + options_.topo_timeout + kJoinDeadlineMargin) {
+      // The daemon answers a join that outlives the topology timeout itself; this is our own
+      // limit (the job uses a longer timeout than ours).
+      {
+        absl::MutexLock l(&mu_);
+        cancelled_here_ = true;
+        join_error_ = absl::DeadlineExceededError(absl::StrCat(
+            "job ", options_.job_id, ": no topology from scheduler ", targets_[target_index],
+            " within ", TimeoutText(options_.topo_timeout), " (MS_TOPO_TIMEOUT) + ",
+            absl::FormatDuration(kJoinDeadlineMargin),
+            " margin; the job's timeout was set by its first member and is longer than this "
+            "process's: use the same MS_TOPO_TIMEOUT in every process"));
+      }
+      stream->Cancel();
+    }
+    if (now >= next_beat) {
+      if (joined && options_.heartbeat_enabled) {
+        pb::SessionRequest r;
+        r.mutable_heartbeat();  // the session names the member
+        stream->Write(std::move(r));
+      }
+      next_beat = now + next_period();
     }
   }
-}
-
-void ClientImpl::StopHeartbeats() {
+  // OnDone already ran (stream_done_ is set from it), so the reactor is no longer used by gRPC.
   {
     absl::MutexLock l(&mu_);
-    stop_heartbeats_ = true;
+    stream_ = nullptr;
   }
-  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  return final_status;
 }
 
-absl::Status ClientImpl::LeaveImpl(absl::Duration deadline, int attempts) {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  std::optional<Topology> topology;
-  {
-    absl::MutexLock l(&mu_);
-    topology = topology_;
-  }
-  if (!topology.has_value()) {
-    if (left_) return absl::OkStatus();
-    return absl::FailedPreconditionError(
-        absl::StrCat("Leave() of job ", options_.job_id, " before a successful Join()"));
-  }
-  StopHeartbeats();
-
-  pb::LeaveRequest request;
-  pb::MemberRef* ref = request.mutable_member();
-  ref->set_job_id(topology->job_id);
-  ref->set_role(ToProto(topology->role));
-  ref->set_node_id(topology->node_id);
-  ref->set_incarnation(topology->incarnation);
+void ClientImpl::RunSession() {
   Backoff backoff;
-  grpc::Status st;
-  for (int attempt = 1; attempt <= attempts; ++attempt) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(DeadlineAfter(deadline));
-    pb::LeaveResponse response;
-    const Steady::time_point sent = Steady::now();
-    st = rendezvous_->Leave(&ctx, request, &response);
-    if (!IsRetryable(st, /*cancelled_here=*/false, Since(sent) >= deadline)) break;
-    if (attempt < attempts) absl::SleepFor(backoff.Next());
+  size_t target_index = current_target_.load() % targets_.size();
+  const absl::Time join_started = absl::Now();
+  std::optional<absl::Time> outage_started;  // after the topology: when the stream broke
+  int attempts = 0;
+  bool maybe_registered = false;  // a join was sent on a stream that broke before the topology
+  std::string last_error;
+  absl::Duration next_log = absl::ZeroDuration();
+  for (;;) {
+    std::optional<Topology> held;
+    bool leaving;
+    {
+      absl::MutexLock l(&mu_);
+      if (stop_ || session_failed_) break;
+      held = topology_;
+      leaving = leave_requested_;
+    }
+    pb::SessionRequest first;
+    if (held.has_value()) {
+      pb::ResumeRequest* resume = first.mutable_resume();
+      resume->mutable_member()->set_job_id(held->job_id);
+      resume->mutable_member()->set_role(ToProto(held->role));
+      resume->mutable_member()->set_node_id(held->node_id);
+      resume->mutable_member()->set_incarnation(held->incarnation);
+      resume->set_generation(held->generation);
+    } else {
+      first = JoinRequest();
+    }
+    ++attempts;
+    current_target_.store(target_index);
+    bool got_message = false;
+    grpc::Status st = RunStream(target_index, std::move(first), &got_message);
+
+    bool cancelled_here, stop, joined_now, failed;
+    {
+      absl::MutexLock l(&mu_);
+      cancelled_here = cancelled_here_;
+      stop = stop_;
+      joined_now = topology_.has_value();
+      failed = session_failed_;
+      leaving = leave_requested_;
+      if (leaving && joined_now && st.ok()) {
+        leave_result_ = absl::OkStatus();
+        topology_.reset();
+        phase_ = Phase::kEnded;
+        return;
+      }
+    }
+    if (failed) break;  // job failed (the daemon's Aborted follows its JOB_FAILED event)
+    if (stop) break;
+    if (!joined_now) {
+      // Still joining: the daemon's answer is Join's answer unless it is worth retrying.
+      absl::MutexLock l(&mu_);
+      if (!join_error_.ok()) break;  // our own topology deadline
+    }
+    const bool retryable =
+        st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        (st.error_code() == grpc::StatusCode::CANCELLED && !cancelled_here) ||
+        // A join sent on a stream that broke left a registration behind; the daemon keeps it
+        // (suspect) for its disconnect grace, so a new join meets it until then.
+        (!joined_now && maybe_registered &&
+         st.error_code() == grpc::StatusCode::ALREADY_EXISTS &&
+         absl::StrContains(st.error_message(), "(suspect,"));
+    if (!joined_now && !held.has_value() && !got_message && st.error_code() != grpc::StatusCode::OK) {
+      // The join reached the daemon only if the stream carried it; assume it may have.
+      if (st.error_code() == grpc::StatusCode::CANCELLED ||
+          (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+           !absl::StrContains(st.error_message(), "failed to connect") &&
+           !absl::StrContains(st.error_message(), "Connection refused"))) {
+        maybe_registered = true;
+      }
+    }
+    if (!retryable) {
+      if (!joined_now && !held.has_value()) {
+        absl::MutexLock l(&mu_);
+        join_error_ = FromGrpc(st);
+        if (join_error_.ok()) {
+          join_error_ = absl::UnavailableError(
+              absl::StrCat("the session at ", targets_[target_index],
+                           " ended before the topology arrived"));
+        }
+        break;
+      }
+      // Joined: the daemon ended the session (resume refused, declared dead, replaced, ...).
+      SessionEvent e;
+      e.type = SessionEventType::kSessionLost;
+      std::string message =
+          held.has_value() && outage_started.has_value()
+              ? absl::StrCat("cannot resume the session of job '", options_.job_id, "' (",
+                             RoleName(options_.role), " rank ", held->rank, ", node '",
+                             options_.node_id, "') at ", targets_[target_index], ": ",
+                             GrpcStatusText(st))
+              : absl::StrCat("the session of job '", options_.job_id, "' (",
+                             RoleName(options_.role), " node '", options_.node_id,
+                             "') was ended by ", targets_[target_index], ": ", GrpcStatusText(st));
+      if (leaving) {
+        absl::MutexLock l(&mu_);
+        leave_result_ = FromGrpc(st).ok() ? absl::OkStatus() : FromGrpc(st);
+      }
+      e.message = message;
+      FailSession(absl::AbortedError(message), e);
+      break;
+    }
+
+    // Retry (reconnect), bounded.
+    last_error = absl::StrCat(targets_[target_index], ": ", GrpcStatusText(st));
+    const absl::Time now = absl::Now();
+    if (joined_now) {
+      if (got_message || !outage_started.has_value()) {
+        if (!outage_started.has_value() || got_message) {
+          outage_started = now;
+          backoff = Backoff();
+          attempts = 1;
+        }
+        LOG(WARNING) << "ms_rendezvous: session of job " << options_.job_id << " broke ("
+                     << last_error << "); reconnecting to resume it";
+      }
+      const absl::Duration budget = ReconnectBudget();
+      if (budget != absl::InfiniteDuration() && now - *outage_started >= budget) {
+        SessionEvent e;
+        e.type = SessionEventType::kSessionLost;
+        e.message = absl::StrCat(
+            "lost the session of job '", options_.job_id, "': ",
+            targets_.size() > 1 ? "schedulers " : "scheduler ", JoinTargets(targets_),
+            " unreachable for ", absl::FormatDuration(budget),
+            " (MS_NODE_TIMEOUT), ", attempts, " attempts; the daemon has declared this member "
+            "dead by now; last error: ", last_error);
+        FailSession(absl::AbortedError(e.message), e);
+        break;
+      }
+    } else {
+      const absl::Duration elapsed = now - join_started;
+      if (options_.topo_timeout != absl::InfiniteDuration() && elapsed >= options_.topo_timeout) {
+        absl::MutexLock l(&mu_);
+        join_error_ = absl::UnavailableError(absl::StrCat(
+            targets_.size() > 1 ? "schedulers " : "scheduler ", JoinTargets(targets_),
+            " unreachable for ", TimeoutText(options_.topo_timeout), " (MS_TOPO_TIMEOUT), ",
+            attempts, " attempts; last error: ", GrpcStatusText(st),
+            targets_.size() > 1 ? absl::StrCat(" (", targets_[target_index], ")") : "",
+            "; check MS_SCHED_HOST/MS_SCHED_PORT and that the scheduler or ms-rendezvousd runs"));
+        break;
+      }
+      if (elapsed >= next_log) {
+        LOG(INFO) << "ms_rendezvous: scheduler " << targets_[target_index]
+                  << " not reachable yet (" << GrpcStatusText(st)
+                  << "); retrying with backoff for up to " << TimeoutText(options_.topo_timeout);
+        next_log = elapsed + kUnreachableLogEvery;
+      }
+    }
+    target_index = (target_index + 1) % targets_.size();
+    absl::Duration wait = backoff.Next();
+    if (!joined_now && options_.topo_timeout != absl::InfiniteDuration()) {
+      wait = std::min(wait, options_.topo_timeout - (now - join_started));
+    }
+    if (!WaitBeforeRetry(target_index, wait)) break;
   }
-  // The session is over whatever the daemon said: a failed Leave cannot be retried usefully
-  // after the heartbeats stopped, and the caller learns the status.
+  absl::MutexLock l(&mu_);
+  if (phase_ == Phase::kJoining && join_error_.ok() && !session_failed_) {
+    join_error_ = stop_ ? absl::CancelledError("the client is shutting down")
+                        : absl::AbortedError("the session ended before the topology arrived");
+  }
+  phase_ = Phase::kEnded;
+}
+
+absl::Status ClientImpl::ReportError(const std::string& reason) {
+  absl::MutexLock l(&mu_);
+  if (!topology_.has_value()) {
+    if (session_failed_) return session_status_;
+    return absl::FailedPreconditionError(
+        absl::StrCat("ReportError() of job ", options_.job_id, " before a successful Join()"));
+  }
+  if (session_failed_) return session_status_;
+  report_error_ = reason.empty() ? std::string("(no reason given)") : reason;
+  // The daemon declares this member dead and ends the session; wait for that.
+  auto ended = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return phase_ == Phase::kEnded; };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&ended), kLeaveDeadline)) {
+    return absl::UnavailableError(absl::StrCat("could not report the error to ",
+                                               targets_[current_target_.load()], " within ",
+                                               absl::FormatDuration(kLeaveDeadline)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ClientImpl::LeaveImpl(absl::Duration deadline) {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  absl::Status result;
   {
     absl::MutexLock l(&mu_);
+    if (!topology_.has_value()) {
+      if (left_) return absl::OkStatus();
+      if (session_failed_ && phase_ == Phase::kEnded && session_thread_.joinable()) {
+        // The session failed after a successful Join: the member is gone already.
+      } else {
+        return absl::FailedPreconditionError(
+            absl::StrCat("Leave() of job ", options_.job_id, " before a successful Join()"));
+      }
+    }
+    if (session_failed_) {
+      result = session_status_;
+    } else {
+      leave_requested_ = true;
+      auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return leave_result_.has_value() || phase_ == Phase::kEnded;
+      };
+      if (!mu_.AwaitWithTimeout(absl::Condition(&done), deadline)) {
+        result = absl::UnavailableError(absl::StrCat(
+            "leave of job ", options_.job_id, " not confirmed by ",
+            targets_[current_target_.load()], " within ", absl::FormatDuration(deadline)));
+      } else if (leave_result_.has_value()) {
+        result = *leave_result_;
+      } else {
+        result = session_status_;
+      }
+    }
     topology_.reset();
+    stop_ = true;
+    if (stream_ != nullptr) {
+      cancelled_here_ = true;
+      stream_->Cancel();
+    }
   }
   left_ = true;
-  return FromGrpc(st);
+  if (session_thread_.joinable()) session_thread_.join();
+  return result;
+}
+
+void ClientImpl::StopSessionThread() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  {
+    absl::MutexLock l(&mu_);
+    stop_ = true;
+    if (stream_ != nullptr) {
+      cancelled_here_ = true;
+      stream_->Cancel();
+    }
+  }
+  if (session_thread_.joinable()) session_thread_.join();
 }
 
 absl::StatusOr<std::vector<MemberInfo>> ClientImpl::Members() {
@@ -583,7 +1143,7 @@ absl::StatusOr<std::vector<MemberInfo>> ClientImpl::Members() {
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineAfter(kUnaryDeadline));
     pb::ListMembersResponse response;
-    grpc::Status st = admin_->ListMembers(&ctx, request, &response);
+    grpc::Status st = admin()->ListMembers(&ctx, request, &response);
     if (!st.ok()) return FromGrpc(st);
     if (members.empty()) members.reserve(response.total());
     for (const pb::MemberInfo& m : response.members()) members.push_back(FromProto(m));
@@ -595,7 +1155,8 @@ absl::StatusOr<std::vector<MemberInfo>> ClientImpl::Members() {
 
 absl::StatusOr<std::unique_ptr<JobWatch>> ClientImpl::Watch(
     std::function<void(const JobEvent&)> on_event) {
-  auto watch = std::make_unique<JobWatchImpl>(channel_, options_.job_id, std::move(on_event));
+  auto watch = std::make_unique<JobWatchImpl>(channels_[current_target_.load() % channels_.size()],
+                                              options_.job_id, std::move(on_event));
   if (absl::Status s = watch->Start(); !s.ok()) return s;
   return std::unique_ptr<JobWatch>(std::move(watch));
 }
@@ -618,6 +1179,8 @@ absl::string_view JobStateName(JobState state) {
       return "finished";
     case JobState::kFailed:
       return "failed";
+    case JobState::kDegraded:
+      return "degraded";
     case JobState::kUnknown:
       break;
   }
@@ -634,6 +1197,10 @@ absl::string_view MemberStateName(MemberState state) {
       return "left";
     case MemberState::kFailed:
       return "failed";
+    case MemberState::kSuspect:
+      return "suspect";
+    case MemberState::kDead:
+      return "dead";
     case MemberState::kUnknown:
       break;
   }
@@ -656,17 +1223,57 @@ absl::string_view JobEventTypeName(JobEventType type) {
       return "job_finished";
     case JobEventType::kJobFailed:
       return "job_failed";
+    case JobEventType::kMemberSuspect:
+      return "member_suspect";
+    case JobEventType::kMemberResumed:
+      return "member_resumed";
+    case JobEventType::kMemberDead:
+      return "member_dead";
+    case JobEventType::kMemberRecovered:
+      return "member_recovered";
     case JobEventType::kUnknown:
       break;
   }
   return "unknown";
 }
 
+absl::string_view SessionEventTypeName(SessionEventType type) {
+  switch (type) {
+    case SessionEventType::kJobFailed:
+      return "job_failed";
+    case SessionEventType::kMemberDead:
+      return "member_dead";
+    case SessionEventType::kMemberRecovered:
+      return "member_recovered";
+    case SessionEventType::kResumed:
+      return "resumed";
+    case SessionEventType::kSessionLost:
+      return "session_lost";
+  }
+  return "unknown";
+}
+
+std::string DescribeDead(const std::vector<DeadMember>& dead) {
+  constexpr size_t kMaxListed = 20;
+  std::vector<std::string> parts;
+  for (size_t i = 0; i < dead.size() && i < kMaxListed; ++i) {
+    const DeadMember& d = dead[i];
+    parts.push_back(absl::StrCat(RoleName(d.role),
+                                 d.rank.has_value() ? absl::StrCat(" rank ", *d.rank) : "",
+                                 " (node '", d.node_id, "', host ", d.host, "): ", d.reason,
+                                 "; last seen ", absl::StrFormat("%.1f", d.last_seen_s_ago),
+                                 "s before"));
+  }
+  if (dead.size() > kMaxListed) parts.push_back(absl::StrCat("and ", dead.size() - kMaxListed, " more"));
+  return absl::StrJoin(parts, "; ");
+}
+
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   if (absl::Status s = ValidateClientOptions(options); !s.ok()) return s;
   if (options.node_id.empty()) options.node_id = GenerateNodeId();
   if (options.host_name.empty()) options.host_name = LocalHostName();
-  std::string target = SchedulerTarget(options);
+  absl::StatusOr<std::vector<std::string>> targets = SchedulerTargets(options);
+  if (!targets.ok()) return targets.status();
 
   grpc::ChannelArguments args;
   // gRPC reconnects on its own schedule underneath our Join retry loop; keep it on the same
@@ -695,10 +1302,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   // gRPC stops pinging after 2 pings that carried no data (default), which is exactly the
   // parked-Join case: without this the keepalive would go quiet after about a minute.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (const std::string& target : *targets) {
+    channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  }
   return std::unique_ptr<Client>(
-      new ClientImpl(std::move(options), std::move(target), std::move(channel)));
+      new ClientImpl(std::move(options), *std::move(targets), std::move(channels)));
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::FromEnv() {

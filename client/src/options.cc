@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/random/random.h"
 #include "absl/status/status.h"
@@ -15,6 +17,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace ms_rendezvous {
 namespace {
@@ -112,18 +116,99 @@ absl::Status ParseRole(const EnvLookup& env, ClientOptions& o) {
   return absl::OkStatus();
 }
 
+// One entry of a scheduler address list: "host", "host:port", "[v6]", "[v6]:port" or a bare
+// IPv6 literal (which cannot carry a port). `problem` explains a rejection.
+struct SchedEntry {
+  std::string host;
+  std::optional<int> port;
+};
+
+std::optional<SchedEntry> ParseSchedEntry(absl::string_view entry, std::string* problem) {
+  SchedEntry out;
+  absl::string_view host = entry;
+  absl::string_view port;
+  bool has_port = false;
+  if (absl::StartsWith(entry, "[")) {
+    size_t close = entry.find(']');
+    if (close == absl::string_view::npos) {
+      *problem = "has no closing ']'";
+      return std::nullopt;
+    }
+    host = entry.substr(1, close - 1);
+    absl::string_view rest = entry.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest[0] != ':') {
+        *problem = "has text after ']' that is not \":PORT\"";
+        return std::nullopt;
+      }
+      port = rest.substr(1);
+      has_port = true;
+    }
+    if (!IsIpLiteral(std::string(host))) {
+      *problem = "has brackets around something that is not an IP address";
+      return std::nullopt;
+    }
+  } else if (!IsIpLiteral(std::string(entry))) {
+    size_t colon = entry.rfind(':');
+    if (colon != absl::string_view::npos && entry.find(':') == colon) {
+      host = entry.substr(0, colon);
+      port = entry.substr(colon + 1);
+      has_port = true;
+    }
+  }
+  if (!IsIpLiteral(std::string(host)) && !IsHostName(host)) {
+    *problem = "is not a valid scheduler address";
+    return std::nullopt;
+  }
+  out.host = std::string(host);
+  if (has_port) {
+    int64_t p = 0;
+    if (!ParseIntIn(port, 1, 65535, &p)) {
+      *problem = absl::StrCat("has an invalid port \"", absl::CHexEscape(port), "\"");
+      return std::nullopt;
+    }
+    out.port = static_cast<int>(p);
+  }
+  return out;
+}
+
+constexpr char kSchedEntryAllowed[] =
+    "an IPv4 address, an IPv6 address or a host name (letters, digits, '-', '.'), optionally "
+    "with :PORT (IPv6 in brackets: [fd00::1]:8118); several addresses separated by commas";
+
 absl::Status ParseSched(const EnvLookup& env, ClientOptions& o) {
   if (std::optional<std::string> v = Get(env, "MS_SCHED_HOST")) {
-    // Brackets are tolerated around an IPv6 literal ("[fd00::1]") and stored without them.
-    std::string host = *v;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-      host = host.substr(1, host.size() - 2);
+    std::vector<std::string> entries = absl::StrSplit(*v, ',');
+    std::vector<std::string> canonical;
+    for (size_t i = 0; i < entries.size(); ++i) {
+      std::string entry(absl::StripAsciiWhitespace(entries[i]));
+      std::string problem;
+      std::optional<SchedEntry> parsed;
+      if (entry.empty()) {
+        problem = "is empty";
+      } else {
+        parsed = ParseSchedEntry(entry, &problem);
+      }
+      if (!parsed.has_value()) {
+        if (entries.size() == 1 && problem == "is not a valid scheduler address") {
+          // The single-address form keeps its original message.
+          return Invalid("MS_SCHED_HOST", *v, "is not a valid scheduler address",
+                         "an IPv4 address, an IPv6 address or a host name (letters, digits, "
+                         "'-', '.')");
+        }
+        return Invalid("MS_SCHED_HOST", *v,
+                       absl::StrCat("is not a valid scheduler address list: entry ", i + 1, " \"",
+                                    absl::CHexEscape(entry), "\" ", problem),
+                       kSchedEntryAllowed);
+      }
+      if (entries.size() == 1 && !parsed->port.has_value()) {
+        // Brackets are tolerated around an IPv6 literal ("[fd00::1]") and stored without them.
+        canonical.push_back(parsed->host);
+      } else {
+        canonical.push_back(entry);
+      }
     }
-    if (!IsIpLiteral(host) && !IsHostName(host)) {
-      return Invalid("MS_SCHED_HOST", *v, "is not a valid scheduler address",
-                     "an IPv4 address, an IPv6 address or a host name (letters, digits, '-', '.')");
-    }
-    o.sched_host = host;
+    o.sched_host = absl::StrJoin(canonical, ",");
   } else if (o.role != Role::kScheduler) {
     return absl::InvalidArgumentError(absl::StrCat(
         "MS_SCHED_HOST is not set: MS_ROLE=", RoleName(o.role),
@@ -222,6 +307,38 @@ absl::Status ParseTopoTimeout(const EnvLookup& env, ClientOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status ParseNodeTimeout(const EnvLookup& env, ClientOptions& o) {
+  std::optional<std::string> v = Get(env, "MS_NODE_TIMEOUT");
+  if (!v) return absl::OkStatus();
+  double s = 0;
+  // 0 is rejected for the same reason as MS_TOPO_TIMEOUT=0 (it would mean "the default").
+  if (!absl::SimpleAtod(*v, &s) || !std::isfinite(s) || s == 0 ||
+      s > static_cast<double>(kMaxTopoTimeoutS) || (s > 0 && s < kMinIntervalS)) {
+    return Invalid("MS_NODE_TIMEOUT", *v, "is not a valid node timeout",
+                   absl::StrFormat("a number of seconds in %g..%d, or a negative number for no "
+                                   "timeout",
+                                   kMinIntervalS, kMaxTopoTimeoutS));
+  }
+  o.node_timeout = s < 0 ? absl::InfiniteDuration() : absl::Seconds(s);
+  return absl::OkStatus();
+}
+
+absl::Status ParseRecovery(const EnvLookup& env, ClientOptions& o) {
+  std::optional<std::string> v = Get(env, "MS_ENABLE_RECOVERY");
+  if (!v) return absl::OkStatus();
+  std::string flag = absl::AsciiStrToLower(*v);
+  if (flag == "1" || flag == "true") {
+    o.enable_recovery = true;
+  } else if (flag == "0" || flag == "false") {
+    o.enable_recovery = false;
+  } else {
+    return Invalid("MS_ENABLE_RECOVERY", *v, "is not a valid switch",
+                   "1 (a dead member may rejoin with the same MS_NODE_ID and take back its rank) "
+                   "or 0 (a dead member fails the job)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseInterval(const EnvLookup& env, const std::string& name,
                            std::optional<double>* out) {
   std::optional<std::string> v = Get(env, name);
@@ -298,7 +415,7 @@ absl::StatusOr<ClientOptions> ParseClientOptions(const EnvLookup& env) {
   ClientOptions o;
   // Order matters: later checks depend on the role and the worker count.
   for (auto* step : {&ParseRole, &ParseSched, &ParseCounts, &ParseIdentity, &ParseTopoTimeout,
-                     &ParseHeartbeat}) {
+                     &ParseHeartbeat, &ParseNodeTimeout, &ParseRecovery}) {
     if (absl::Status s = step(env, o); !s.ok()) return s;
   }
   return o;
@@ -317,11 +434,12 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
   if (o.role == Role::kPServer && o.server_num == 0) {
     return bad("server_num", "0", "at least 1 for role MS_PSERVER");
   }
-  if (!o.sched_host.empty() && !IsIpLiteral(o.sched_host) && !IsHostName(o.sched_host)) {
-    return bad("sched_host", o.sched_host, "an IPv4/IPv6 literal (no brackets) or a host name");
-  }
   if (o.sched_port < 1 || o.sched_port > 65535) {
     return bad("sched_port", absl::StrCat(o.sched_port), "an integer in 1..65535");
+  }
+  if (!o.sched_host.empty()) {
+    absl::StatusOr<std::vector<SchedulerAddress>> addresses = SchedulerAddresses(o);
+    if (!addresses.ok()) return addresses.status();
   }
   if (o.worker_num > kMaxMembers) {
     return bad("worker_num", absl::StrCat(o.worker_num), "1..1000000");
@@ -344,6 +462,13 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
        o.topo_timeout > absl::Seconds(kMaxTopoTimeoutS))) {
     return bad("topo_timeout", absl::FormatDuration(o.topo_timeout),
                "a positive duration, or absl::InfiniteDuration() to wait forever");
+  }
+  if (o.node_timeout < absl::ZeroDuration() ||
+      (o.node_timeout != absl::InfiniteDuration() &&
+       (o.node_timeout > absl::Seconds(kMaxTopoTimeoutS) ||
+        (o.node_timeout > absl::ZeroDuration() && o.node_timeout < absl::Seconds(kMinIntervalS))))) {
+    return bad("node_timeout", absl::FormatDuration(o.node_timeout),
+               "zero (the daemon's default), 10ms..31y, or absl::InfiniteDuration() for none");
   }
   const absl::Duration lo = o.heartbeat_interval_lower, hi = o.heartbeat_interval_upper;
   if (lo < absl::Seconds(kMinIntervalS) || hi > absl::Seconds(kMaxIntervalS) || lo > hi) {
@@ -368,8 +493,51 @@ std::string GenerateNodeId() {
                       hex.substr(16, 4), "-", hex.substr(20, 12));
 }
 
+absl::StatusOr<std::vector<SchedulerAddress>> SchedulerAddresses(const ClientOptions& options) {
+  std::vector<SchedulerAddress> out;
+  if (options.sched_host.empty()) {
+    out.push_back(SchedulerAddress{"127.0.0.1", options.sched_port});
+    return out;
+  }
+  std::vector<std::string> entries = absl::StrSplit(options.sched_host, ',');
+  for (size_t i = 0; i < entries.size(); ++i) {
+    std::string entry(absl::StripAsciiWhitespace(entries[i]));
+    std::string problem = "is empty";
+    std::optional<SchedEntry> parsed;
+    if (!entry.empty()) parsed = ParseSchedEntry(entry, &problem);
+    if (!parsed.has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ClientOptions.sched_host=\"", absl::CHexEscape(options.sched_host), "\" is invalid: ",
+          entries.size() > 1 ? absl::StrCat("entry ", i + 1, " \"", absl::CHexEscape(entry),
+                                            "\" ")
+                             : std::string(),
+          problem, ": expected ", kSchedEntryAllowed));
+    }
+    out.push_back(SchedulerAddress{parsed->host, parsed->port.value_or(options.sched_port)});
+  }
+  return out;
+}
+
+namespace {
+std::string Target(const SchedulerAddress& a) {
+  if (absl::StrContains(a.host, ':')) return absl::StrCat("[", a.host, "]:", a.port);
+  return absl::StrCat(a.host, ":", a.port);
+}
+}  // namespace
+
+absl::StatusOr<std::vector<std::string>> SchedulerTargets(const ClientOptions& options) {
+  absl::StatusOr<std::vector<SchedulerAddress>> addresses = SchedulerAddresses(options);
+  if (!addresses.ok()) return addresses.status();
+  std::vector<std::string> out;
+  for (const SchedulerAddress& a : *addresses) out.push_back(Target(a));
+  return out;
+}
+
 std::string SchedulerTarget(const ClientOptions& options) {
-  const std::string& host = options.sched_host.empty() ? "127.0.0.1" : options.sched_host;
+  absl::StatusOr<std::vector<std::string>> targets = SchedulerTargets(options);
+  if (targets.ok()) return targets->front();
+  // Malformed (not validated): the old behaviour, so the caller's error names the value.
+  const std::string& host = options.sched_host;
   if (absl::StrContains(host, ':')) return absl::StrCat("[", host, "]:", options.sched_port);
   return absl::StrCat(host, ":", options.sched_port);
 }

@@ -30,11 +30,16 @@ std::string TimeoutText(absl::Duration d) {
 }  // namespace
 
 std::string SchedulerListenAddress(const ClientOptions& options) {
-  if (!IsIpLiteral(options.sched_host)) return absl::StrCat("0.0.0.0:", options.sched_port);
-  if (absl::StrContains(options.sched_host, ':')) {
-    return absl::StrCat("[", options.sched_host, "]:", options.sched_port);
+  // A list (MS_SCHED_HOST=a,b,c): the scheduler serves on the first entry's port.
+  SchedulerAddress first{options.sched_host, options.sched_port};
+  if (options.sched_host.empty()) first.host.clear();
+  if (absl::StatusOr<std::vector<SchedulerAddress>> all = SchedulerAddresses(options);
+      all.ok() && !options.sched_host.empty()) {
+    first = all->front();
   }
-  return absl::StrCat(options.sched_host, ":", options.sched_port);
+  if (!IsIpLiteral(first.host)) return absl::StrCat("0.0.0.0:", first.port);
+  if (absl::StrContains(first.host, ':')) return absl::StrCat("[", first.host, "]:", first.port);
+  return absl::StrCat(first.host, ":", first.port);
 }
 
 absl::Status RunScheduler(const ClientOptions& options, const SchedulerHooks& hooks) {

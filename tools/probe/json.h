@@ -67,7 +67,12 @@ class JsonObject {
   JsonObject& Add(absl::string_view key, int64_t value) { return Raw(key, absl::StrCat(value)); }
   JsonObject& Add(absl::string_view key, int32_t value) { return Raw(key, absl::StrCat(value)); }
   JsonObject& Add(absl::string_view key, bool value) { return Raw(key, value ? "true" : "false"); }
+  JsonObject& Add(absl::string_view key, double value) {
+    return Raw(key, absl::StrFormat("%.3f", value));
+  }
   JsonObject& AddNull(absl::string_view key) { return Raw(key, "null"); }
+  // `json` must already be valid JSON (an array or object built elsewhere).
+  JsonObject& AddRaw(absl::string_view key, absl::string_view json) { return Raw(key, json); }
 
   std::string str() const { return absl::StrCat("{", body_, "}"); }
 

@@ -4,8 +4,14 @@
 //   {"job_id":..,"role":"MS_WORKER","node_id":..,"rank":..,"world_size":..,"local_rank":..,
 //    "local_world_size":..,"node_rank":..,"num_nodes":..,"host":..,"generation":..}
 //
-// --hold SECONDS keeps the session (heartbeats) before leaving and prints one more JSON line per
-// job event seen meanwhile, e.g. {"event":"member_left","node_id":..,"rank":..,"job_state":..}.
+// --hold SECONDS keeps the session (heartbeats, reconnects) before leaving and prints one more
+// JSON line per job event seen meanwhile, e.g. {"event":"member_left","node_id":..,"rank":..,
+// "job_state":..}. Pushed on the session:
+//   {"event":"job_failed","job_id":..,"dead":[{"rank":..,"node_id":..,"host":..,"reason":..,
+//    "last_seen_s_ago":..}],"message":..}            then exit 3 at once
+//   {"event":"member_dead",...} / {"event":"member_recovered",...}   (MS_ENABLE_RECOVERY=1)
+//   {"event":"resumed","rank":..,"generation":..}   after a transparent reconnect
+//   {"event":"session_lost","job_id":..,"message":..}   resume refused etc.; exit 3
 // --env prints KEY=VALUE lines for the launched process instead of the JSON line.
 // With MS_ROLE=MS_SCHED it runs the embedded scheduler until the job ends.
 //
@@ -53,11 +59,22 @@ constexpr char kUsage[] =
     "MS_JOB_ID, MS_TOPO_TIMEOUT, ...) and prints this process's topology as one JSON line.\n"
     "With MS_ROLE=MS_SCHED it runs an embedded scheduler on MS_SCHED_PORT until the job ends.\n"
     "\n"
-    "  --hold SECONDS  keep the session (heartbeats) this long before leaving; print one JSON\n"
-    "                  line per job event seen meanwhile\n"
+    "  --hold SECONDS  keep the session (heartbeats, transparent reconnects) this long before\n"
+    "                  leaving; print one JSON line per job event seen meanwhile:\n"
+    "                    {\"event\":\"job_failed\",\"job_id\":..,\"dead\":[{\"rank\",\"node_id\",\"host\",\n"
+    "                     \"reason\",\"last_seen_s_ago\"}],\"message\":..}  -> exit 3 at once\n"
+    "                    {\"event\":\"member_dead\"|\"member_recovered\",...}  (MS_ENABLE_RECOVERY=1)\n"
+    "                    {\"event\":\"resumed\",\"rank\":..,\"generation\":..}  reconnected, same rank\n"
+    "                    {\"event\":\"session_lost\",\"message\":..}  resume refused -> exit 3\n"
+    "                    {\"event\":\"member_left\",...} and other job events (informational)\n"
     "  --env           print KEY=VALUE lines for the launched process instead of JSON\n"
     "\n"
-    "Exit status: 0 ok, 2 usage/environment error, 3 rendezvous error.\n";
+    "Environment for liveness: MS_NODE_TIMEOUT (s, negative = never), MS_ENABLE_RECOVERY=0|1,\n"
+    "MS_DISABLE_HEARTBEAT=1, MS_RETRY_INTERVAL_LOWER/UPPER (s); MS_SCHED_HOST may be a list\n"
+    "a,b:port,[v6]:port tried in turn.\n"
+    "\n"
+    "Exit status: 0 ok, 2 usage/environment error, 3 rendezvous error (also: the job failed or\n"
+    "the session was lost while holding).\n";
 
 struct Args {
   absl::Duration hold = absl::ZeroDuration();
@@ -134,6 +151,59 @@ std::string EventJson(const JobEvent& e) {
   }
   json.Add("job_state", JobStateName(e.job_state)).Add("generation", e.generation);
   if (!e.message.empty()) json.Add("message", e.message);
+  return json.str();
+}
+
+std::string DeadJson(const std::vector<DeadMember>& dead) {
+  std::string out = "[";
+  for (size_t i = 0; i < dead.size(); ++i) {
+    const DeadMember& d = dead[i];
+    JsonObject json;
+    if (d.rank.has_value()) {
+      json.Add("rank", *d.rank);
+    } else {
+      json.AddNull("rank");
+    }
+    json.Add("role", RoleName(d.role))
+        .Add("node_id", d.node_id)
+        .Add("host", d.host)
+        .Add("reason", d.reason)
+        .Add("last_seen_s_ago", d.last_seen_s_ago);
+    absl::StrAppend(&out, i ? "," : "", json.str());
+  }
+  return out + "]";
+}
+
+std::string SessionEventJson(const SessionEvent& e) {
+  JsonObject json;
+  json.Add("event", SessionEventTypeName(e.type)).Add("job_id", e.job_id);
+  switch (e.type) {
+    case SessionEventType::kResumed:
+      if (e.topology.has_value()) {
+        json.Add("rank", e.topology->rank).Add("generation", e.topology->generation);
+      }
+      break;
+    case SessionEventType::kMemberDead:
+    case SessionEventType::kMemberRecovered:
+      if (e.member.has_value()) {
+        json.Add("node_id", e.member->node_id).Add("role", RoleName(e.member->role));
+        if (e.member->rank.has_value()) {
+          json.Add("rank", *e.member->rank);
+        } else {
+          json.AddNull("rank");
+        }
+        json.Add("host", e.member->host);
+      }
+      json.Add("job_state", JobStateName(e.job_state)).Add("generation", e.generation);
+      if (e.type == SessionEventType::kMemberDead) json.AddRaw("dead", DeadJson(e.dead));
+      break;
+    case SessionEventType::kJobFailed:
+      json.AddRaw("dead", DeadJson(e.dead));
+      break;
+    case SessionEventType::kSessionLost:
+      break;
+  }
+  json.Add("message", e.status.ok() ? e.message : std::string(e.status.message()));
   return json.str();
 }
 
@@ -233,17 +303,33 @@ int Main(int argc, char** argv) {
 
   absl::Status failure;
   if (args->hold > absl::ZeroDuration()) {
-    absl::Mutex out_mu;  // event lines are written from the watch thread
-    absl::Notification job_failed;
-    absl::StatusOr<std::unique_ptr<JobWatch>> watch = (*client)->Watch([&](const JobEvent& event) {
-      if (event.type == JobEventType::kSnapshot) return;
+    absl::Mutex out_mu;  // event lines come from the session thread and the watch thread
+    absl::Notification session_failed;
+    // Pushed on the session: failure fan-out, recovery events, transparent reconnects.
+    (*client)->SetEventCallback([&](const SessionEvent& event) {
       {
         absl::MutexLock l(&out_mu);
-        std::cout << EventJson(event) << std::endl;
+        std::cout << SessionEventJson(event) << std::endl;
       }
-      if (event.type == JobEventType::kJobFailed && !job_failed.HasBeenNotified()) {
-        job_failed.Notify();
+      if ((event.type == SessionEventType::kJobFailed ||
+           event.type == SessionEventType::kSessionLost) &&
+          !session_failed.HasBeenNotified()) {
+        session_failed.Notify();
       }
+    });
+    // The rest of the job's history (members joining, leaving, suspected), for humans.
+    absl::StatusOr<std::unique_ptr<JobWatch>> watch = (*client)->Watch([&](const JobEvent& event) {
+      switch (event.type) {
+        case JobEventType::kSnapshot:
+        case JobEventType::kJobFailed:        // pushed on the session (with the dead)
+        case JobEventType::kMemberDead:       // idem
+        case JobEventType::kMemberRecovered:  // idem
+          return;
+        default:
+          break;
+      }
+      absl::MutexLock l(&out_mu);
+      std::cout << EventJson(event) << std::endl;
     });
     if (!watch.ok()) {
       std::cerr << kProg << ": warning: cannot watch job events: " << watch.status() << std::endl;
@@ -256,20 +342,20 @@ int Main(int argc, char** argv) {
     sigaction(SIGTERM, &sa, nullptr);
     const absl::Time end = absl::Now() + args->hold;
     while (absl::Now() < end && !g_interrupted.load()) {
-      if (job_failed.WaitForNotificationWithTimeout(
+      if (session_failed.WaitForNotificationWithTimeout(
               std::min(absl::Milliseconds(100), end - absl::Now()))) {
         break;
       }
-      if (absl::Status s = (*client)->SessionStatus(); !s.ok()) {
-        failure = s;
-        break;
-      }
+    }
+    if (absl::Status s = (*client)->SessionStatus(); !s.ok()) failure = s;
+    if (!failure.ok()) {
+      // Exit at once: the job is gone, a watch or a leave would only delay the verdict.
+      std::cout << std::flush;
+      std::cerr << kProg << ": " << absl::StatusCodeToString(failure.code()) << ": "
+                << failure.message() << std::endl;
+      std::_Exit(kExitRendezvous);
     }
     if (watch.ok()) (*watch)->Stop().IgnoreError();
-    if (job_failed.HasBeenNotified() && failure.ok()) {
-      failure = absl::AbortedError(
-          absl::StrCat("job ", topology->job_id, " failed while this member held its session"));
-    }
   }
   if (!failure.ok()) return Fail(kExitRendezvous, failure);
   if (absl::Status s = (*client)->Leave(); !s.ok()) return Fail(kExitRendezvous, s);

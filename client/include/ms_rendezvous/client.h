@@ -9,16 +9,33 @@
 //
 // Session life cycle:
 //
-//   created --Join()--> joined (heartbeat thread running) --Leave()/~Client--> left
-//      ^                                                                        |
-//      +------------------------- Join() again (new incarnation) ---------------+
+//   created --Join()--> joined --Leave()/~Client--> left --Join() again--> joined (new incarnation)
+//                         |  ^
+//       stream broke      |  | resumed (same rank, same generation): SessionEventType::kResumed
+//                         v  |
+//                     reconnecting --job failed / resume refused / node timeout--> failed
 //
-// Join is ONE round trip: the daemon holds the call open until every expected member joined.
-// While the daemon is not reachable yet (UNAVAILABLE), or is draining (UNAVAILABLE "shutting
-// down", or CANCELLED that this client did not cause), Join retries with jittered exponential
-// backoff (50 ms doubling to 2 s, +-50%), bounded by the topology timeout, so a job whose
-// scheduler starts last - or 10,000 members restarting at once - does not storm the daemon.
-// Keepalive pings (every 30 s, 10 s timeout) notice a dead daemon during the long wait.
+// A member's session is ONE bidirectional stream (ms.rendezvous.v1.Rendezvous.Session) that
+// carries its join, its heartbeats and every event the daemon pushes to it. Join() opens it,
+// sends the join and blocks until the topology arrives (one round trip: the daemon answers once
+// every expected member joined). One background thread per Client then reads the stream and
+// writes the heartbeats (every MS_RETRY_INTERVAL_LOWER..UPPER; none with MS_DISABLE_HEARTBEAT=1).
+//
+// Reconnect: when the stream breaks (daemon restarted, network), the client reconnects with
+// jittered exponential backoff (50 ms doubling to 2 s, +-50%), moving to the next address of an
+// MS_SCHED_HOST list on every failure, and resumes its registration. The daemon answers with
+// the same topology; a different rank or generation is never accepted silently (the session
+// fails with Aborted). Attempts are bounded by MS_NODE_TIMEOUT once joined (the daemon has
+// declared the member dead by then) and by MS_TOPO_TIMEOUT while joining.
+//
+// Failure fan-out: when the job fails (a member died, reported an error, ...) the daemon pushes a
+// JOB_FAILED event naming the dead members. The client then (1) calls the event callback once
+// with SessionEventType::kJobFailed, (2) makes SessionStatus() Aborted with a message naming the
+// dead, and (3) ends every call blocked in this client (Join; future KV waits and barriers) with
+// that same status; later calls return it at once. In recovery mode (MS_ENABLE_RECOVERY=1) a
+// death is kMemberDead and a rejoin kMemberRecovered; the session stays healthy.
+//
+// Keepalive pings (every 30 s, 10 s timeout) notice a dead daemon during long waits.
 #ifndef MS_RENDEZVOUS_CLIENT_H_
 #define MS_RENDEZVOUS_CLIENT_H_
 
@@ -36,8 +53,8 @@
 
 namespace ms_rendezvous {
 
-enum class JobState { kUnknown, kForming, kComplete, kFinished, kFailed };
-enum class MemberState { kUnknown, kWaiting, kActive, kLeft, kFailed };
+enum class JobState { kUnknown, kForming, kComplete, kFinished, kFailed, kDegraded };
+enum class MemberState { kUnknown, kWaiting, kActive, kLeft, kFailed, kSuspect, kDead };
 enum class JobEventType {
   kUnknown,
   kSnapshot,         // first event of every watch: the job as it is now
@@ -46,7 +63,11 @@ enum class JobEventType {
   kMemberLeft,       // a member left after completion
   kJobComplete,      // every expected member joined; ranks assigned
   kJobFinished,      // every member left
-  kJobFailed,        // the job failed (JobEvent::message says why)
+  kJobFailed,        // the job failed (JobEvent::message says why, JobEvent::dead who died)
+  kMemberSuspect,    // a member's session dropped; dead after the grace unless it resumes
+  kMemberResumed,    // a suspected member resumed its session
+  kMemberDead,       // recovery mode: a member died, the job is degraded
+  kMemberRecovered,  // recovery mode: a new incarnation took back a dead member's rank
 };
 
 // Lower-case names used in JSON output: "forming", "active", "member_left", ...
@@ -87,6 +108,19 @@ struct MemberInfo {
   uint64_t incarnation = 0;
 };
 
+// A member that died, as the daemon tells every survivor.
+struct DeadMember {
+  Role role = Role::kWorker;
+  std::optional<uint32_t> rank;  // unset when it died before the job was complete
+  std::string node_id;
+  std::string host;
+  double last_seen_s_ago = 0;  // between the last time the daemon heard from it and its death
+  std::string reason;          // "connection lost and not resumed within 2s", "reported: ..."
+};
+
+// "MS_WORKER rank 3 (node '3', host 10.0.0.1): <reason>; last seen 2.1s before" joined by "; ".
+std::string DescribeDead(const std::vector<DeadMember>& dead);
+
 struct JobEvent {
   uint64_t seq = 0;
   JobEventType type = JobEventType::kUnknown;
@@ -94,6 +128,33 @@ struct JobEvent {
   uint64_t generation = 0;
   std::optional<MemberInfo> member;  // the member concerned, when any
   std::string message;               // human-readable detail
+  std::vector<DeadMember> dead;      // kJobFailed, kMemberDead
+};
+
+// What happened to this client's session (Client::SetEventCallback).
+enum class SessionEventType {
+  kJobFailed,        // the job failed; `status` is what every pending and later call returns
+  kMemberDead,       // recovery mode: a member died (`dead`); the job is degraded, we carry on
+  kMemberRecovered,  // recovery mode: a new incarnation took back a dead member's rank
+  kResumed,          // the stream broke and this client resumed (same rank, same generation)
+  kSessionLost,      // the session ended otherwise (resume refused: the daemon came back without
+                     // the job or declared us dead; unreachable for the whole node timeout;
+                     // rank or generation changed); `status` says why (Aborted)
+};
+
+// "job_failed", "member_dead", "member_recovered", "resumed", "session_lost".
+absl::string_view SessionEventTypeName(SessionEventType type);
+
+struct SessionEvent {
+  SessionEventType type = SessionEventType::kJobFailed;
+  std::string job_id;
+  JobState job_state = JobState::kUnknown;  // the job after the event, when the daemon said
+  uint64_t generation = 0;
+  std::optional<MemberInfo> member;  // kMemberDead, kMemberRecovered: the member concerned
+  std::vector<DeadMember> dead;      // kJobFailed, kMemberDead: who died
+  std::string message;               // the daemon's detail (or the client's, for kSessionLost)
+  absl::Status status;               // kJobFailed, kSessionLost: the session's final status
+  std::optional<Topology> topology;    // kResumed: the topology the daemon sent again
 };
 
 // A running subscription to a job's events (Client::Watch). Destroying it stops it.
@@ -118,13 +179,21 @@ class Client {
   // Create(ClientOptionsFromEnv()).
   static absl::StatusOr<std::unique_ptr<Client>> FromEnv();
 
-  // Stops heartbeats and, when joined and not left, leaves the job (best effort, short
-  // deadline) so that a job whose members all exit normally finishes. Must not run while
+  // When joined and not left, leaves the job (best effort, short deadline) so that a job whose
+  // members all exit normally finishes; then stops the session thread. Must not run while
   // another thread is inside Join(). JobWatch objects may outlive the Client.
   virtual ~Client() = default;
 
-  // Registers this process and blocks until every expected member of the job joined, then starts
-  // the heartbeat thread (unless disabled). Must not run concurrently with itself.
+  // Receives what happens to this client's session (see SessionEventType), on the client's
+  // session thread, one event at a time, in order. kJobFailed and kSessionLost come at most once
+  // per session, after SessionStatus() already returns the failure. The callback must not call
+  // Join/Leave/ReportError of this client or block for long (the session thread does the
+  // heartbeats). Set it before Join(); replaces any earlier callback; nullptr removes it.
+  virtual void SetEventCallback(std::function<void(const SessionEvent&)> callback) = 0;
+
+  // Opens the session and blocks until every expected member of the job joined, then keeps the
+  // session alive (heartbeats, reconnect) on a background thread. Must not run concurrently
+  // with itself.
   // Possible errors (code and message as the daemon sent them unless noted):
   //   FailedPrecondition  role is MS_SCHED (schedulers serve, see RunScheduler), already joined,
   //                       or MS_WORKER_NUM/MS_SERVER_NUM disagree with the job (both named)
@@ -133,7 +202,9 @@ class Client {
   //   ResourceExhausted   the job already has every member it expects
   //   DeadlineExceeded    MS_TOPO_TIMEOUT expired; the message lists who is missing
   //   Unavailable         the daemon stayed unreachable for the whole topology timeout (the
-  //                       message names the address), or it shut down while we waited
+  //                       message names the address(es))
+  //   Aborted             the job failed while we waited (a member died or reported an
+  //                       error: the message names it), or the daemon lost our registration
   virtual absl::StatusOr<Topology> Join() = 0;
 
   // The whole member table of the job, fetched on demand, page by page.
@@ -146,18 +217,30 @@ class Client {
   virtual absl::StatusOr<std::unique_ptr<JobWatch>> Watch(
       std::function<void(const JobEvent&)> on_event) = 0;
 
-  // Stops heartbeats and finalizes this member (the job is FINISHED once everybody left).
-  // Idempotent. FailedPrecondition when never joined; otherwise the daemon's status.
+  // Tells the daemon that this member failed (e.g. a collective broke): the job fails (recovery
+  // mode: degrades) and every other member is told, with `reason`. This member's session ends
+  // (SessionStatus() becomes Aborted "... reported an error: <reason>"). FailedPrecondition when
+  // not joined; the session's status when it already failed; Unavailable when the message could
+  // not be sent.
+  virtual absl::Status ReportError(const std::string& reason) = 0;
+
+  // Sends leave on the session and waits until the daemon ends the stream (the job is FINISHED
+  // once everybody left). Idempotent. FailedPrecondition when never joined; the session's
+  // status when it had failed; otherwise the daemon's status.
   virtual absl::Status Leave() = 0;
 
-  // OK while the session is healthy. Aborted once a heartbeat learned that the job failed or
-  // that the daemon no longer knows this incarnation (re-join); heartbeats stop then.
+  // OK while the session is healthy (also while it reconnects). Aborted once the job failed
+  // (the message names the dead members), the daemon refused to resume this registration, or
+  // the daemon stayed unreachable for the whole node timeout. Every blocked and later call of
+  // this client returns this status until the next Join().
   virtual absl::Status SessionStatus() = 0;
 
   // The options in effect (node_id and host_name filled in).
   virtual const ClientOptions& options() const = 0;
-  // The scheduler address this client dials ("HOST:PORT").
+  // The scheduler address this client dials first ("HOST:PORT").
   virtual const std::string& target() const = 0;
+  // Every address of an MS_SCHED_HOST list, in the order they are tried.
+  virtual const std::vector<std::string>& targets() const = 0;
 };
 
 }  // namespace ms_rendezvous

@@ -5,7 +5,9 @@
 //
 //   MS_ROLE                  MS_SCHED | MS_WORKER | MS_PSERVER (MS_SERVER = alias)   required
 //   MS_SCHED_HOST            scheduler address: IPv4, IPv6 or host name     required (workers)
-//   MS_SCHED_PORT            1..65535                                       default 8118
+//                            or a list "a,b,c" tried in turn (round robin on failure); each
+//                            entry may carry ":PORT" (IPv6 in brackets: "[fd00::1]:9000")
+//   MS_SCHED_PORT            1..65535 (entries without their own port)     default 8118
 //   MS_WORKER_NUM            1..1000000, identical in every process         required (workers,
 //                                                                            servers)
 //   MS_SERVER_NUM            0..1000000 (parameter servers)                 default 0
@@ -16,7 +18,11 @@
 //   MS_TOPO_TIMEOUT          seconds, > 0; negative = wait forever          default 1800
 //   MS_RETRY_INTERVAL_LOWER  heartbeat interval bounds, seconds (0.01..3600)
 //   MS_RETRY_INTERVAL_UPPER    default 0.5 s up to 128 workers, else random 3..5 s
-//   MS_DISABLE_HEARTBEAT     1 = no heartbeats after the job formed (0 = heartbeats)
+//   MS_DISABLE_HEARTBEAT     1 = no heartbeats on the session (0 = heartbeats)
+//   MS_NODE_TIMEOUT          seconds without a heartbeat before a member is declared dead;
+//                            > 0, negative = never; unset = the daemon's default (30 s)
+//   MS_ENABLE_RECOVERY       1 = a member that died may rejoin with the same MS_NODE_ID and
+//                            take back its rank (the job degrades instead of failing); 0 = off
 //
 // A variable that is set to the empty string counts as unset (launchers often export "VAR=").
 #ifndef MS_RENDEZVOUS_OPTIONS_H_
@@ -26,6 +32,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -45,11 +52,17 @@ absl::string_view RoleName(Role role);
 inline constexpr int kDefaultSchedPort = 8118;
 inline constexpr char kDefaultJobId[] = "default";
 inline constexpr absl::Duration kDefaultTopoTimeout = absl::Seconds(1800);
+// The daemon's --default-node-timeout when it was not changed (used by the client only to bound
+// its reconnect attempts when MS_NODE_TIMEOUT is unset).
+inline constexpr absl::Duration kDefaultNodeTimeout = absl::Seconds(30);
 
 struct ClientOptions {
   Role role = Role::kWorker;
   // Scheduler/daemon address (host name, IPv4 or IPv6 literal without brackets) and port.
   // May be empty only for the scheduler role (it then listens on every address).
+  // May also be a comma-separated list of addresses ("10.0.0.1,10.0.0.2:9000,[fd00::1]:9000"):
+  // the client tries them in turn, moving to the next one on every failed attempt. An entry
+  // without its own port uses sched_port; an IPv6 entry needs brackets to carry a port.
   std::string sched_host;
   int sched_port = kDefaultSchedPort;
   // MS_WORKER_NUM / MS_SERVER_NUM. worker_num may be 0 only for the scheduler role.
@@ -71,7 +84,18 @@ struct ClientOptions {
   // added when they are equal, so thousands of members do not beat in lockstep).
   absl::Duration heartbeat_interval_lower = absl::Milliseconds(500);
   absl::Duration heartbeat_interval_upper = absl::Milliseconds(500);
+  // false (MS_DISABLE_HEARTBEAT=1): no heartbeats; only the session connection proves
+  // liveness. When node_timeout is left at zero the client then asks for no node timeout
+  // (node_timeout_ms = -1), or the daemon's default would declare this member dead.
   bool heartbeat_enabled = true;
+  // MS_NODE_TIMEOUT: how long the daemon waits for a heartbeat before declaring a member dead.
+  // Zero: the daemon's default (--default-node-timeout); absl::InfiniteDuration(): never. The
+  // job's first member fixes it. Also bounds how long the client tries to resume its session
+  // after the connection broke.
+  absl::Duration node_timeout = absl::ZeroDuration();
+  // MS_ENABLE_RECOVERY: a member that died may join again with the same node id and takes back
+  // its rank; meanwhile the job is degraded. Every member of a job must agree.
+  bool enable_recovery = false;
 };
 
 // Looks up one environment variable; std::nullopt when unset. Injectable so tests can pass a map.
@@ -100,8 +124,23 @@ absl::StatusOr<ClientOptions> ClientOptionsFromEnv();
 // A random RFC 4122 version-4 UUID in canonical lower-case form.
 std::string GenerateNodeId();
 
-// "HOST:PORT" to dial for the options' scheduler ("[v6]:PORT" for IPv6 literals).
+// "HOST:PORT" to dial for the options' scheduler ("[v6]:PORT" for IPv6 literals); the first
+// entry when sched_host is a list.
 std::string SchedulerTarget(const ClientOptions& options);
+
+// One entry of sched_host: the host (IPv6 without brackets) and the port to dial.
+struct SchedulerAddress {
+  std::string host;
+  int port = kDefaultSchedPort;
+};
+
+// The entries of sched_host, in order (one unless it is a list); port = the entry's own port,
+// else sched_port. InvalidArgument naming the entry when one is malformed.
+absl::StatusOr<std::vector<SchedulerAddress>> SchedulerAddresses(const ClientOptions& options);
+
+// Every "HOST:PORT" of sched_host, in order (one element unless it is a list).
+// InvalidArgument naming the entry when one is malformed.
+absl::StatusOr<std::vector<std::string>> SchedulerTargets(const ClientOptions& options);
 
 }  // namespace ms_rendezvous
 
