@@ -5,9 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
-#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -58,7 +58,6 @@ std::chrono::system_clock::time_point DeadlineAfter(absl::Duration d) {
          std::chrono::duration_cast<std::chrono::system_clock::duration>(
              absl::ToChronoNanoseconds(d));
 }
-
 
 // "CANCELLED: message" (the code matters: the message alone may be empty or just the code).
 std::string GrpcStatusText(const grpc::Status& st) {
@@ -409,7 +408,7 @@ class ClientImpl final : public Client, public SessionInbox {
     bool joined;
     {
       absl::MutexLock l(&mu_);
-      joined = topology_.has_value();
+      joined = topology_.has_value() && !session_failed_;  // a failed session has no one to tell
     }
     if (joined) {
       absl::Status s = LeaveImpl(absl::Seconds(2));
@@ -563,68 +562,70 @@ absl::Status ClientImpl::AwaitOrSessionFailure(const std::function<bool()>& done
 
 absl::StatusOr<Topology> ClientImpl::Join() {
   {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  {
-    absl::MutexLock l(&mu_);
-    if (options_.role == Role::kScheduler) {
-      return absl::FailedPreconditionError(
-          "MS_ROLE=MS_SCHED does not join a job: the scheduler serves it (RunScheduler, or "
-          "ms-rendezvous-probe with MS_ROLE=MS_SCHED)");
-    }
-    if (topology_.has_value()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("already joined job ", options_.job_id, " as ", RoleName(options_.role),
-                       " rank ", topology_->rank, "; Leave() before joining again"));
-    }
-    if (phase_ == Phase::kJoining) return absl::FailedPreconditionError("Join() is already running");
-  }
-  // A session thread of an earlier session has ended by now (Leave or failure); reap it.
-  if (session_thread_.joinable()) {
+    absl::MutexLock lifecycle(&lifecycle_mu_);
     {
       absl::MutexLock l(&mu_);
-      stop_ = true;
-      if (stream_ != nullptr) {
-        cancelled_here_ = true;
-        stream_->Cancel();
+      if (options_.role == Role::kScheduler) {
+        return absl::FailedPreconditionError(
+            "MS_ROLE=MS_SCHED does not join a job: the scheduler serves it (RunScheduler, or "
+            "ms-rendezvous-probe with MS_ROLE=MS_SCHED)");
       }
+      if (topology_.has_value()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("already joined job ", options_.job_id, " as ", RoleName(options_.role),
+                         " rank ", topology_->rank, "; Leave() before joining again"));
+      }
+      if (phase_ == Phase::kJoining)
+        return absl::FailedPreconditionError("Join() is already running");
     }
-    session_thread_.join();
-  }
-  {
-    absl::MutexLock l(&mu_);
-    phase_ = Phase::kJoining;
-    stop_ = false;
-    join_error_ = absl::OkStatus();
-    session_status_ = absl::OkStatus();
-    session_failed_ = false;
-    report_error_.reset();
-    leave_requested_ = false;
-    leave_result_.reset();
-  }
-  LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as " << RoleName(options_.role)
-            << " node " << options_.node_id << " via " << JoinTargets(targets_)
-            << " (MS_WORKER_NUM=" << options_.worker_num << " MS_SERVER_NUM=" << options_.server_num
-            << " topology timeout " << TimeoutText(options_.topo_timeout) << ", node timeout "
-            << (options_.node_timeout == absl::ZeroDuration()
-                    ? std::string(options_.heartbeat_enabled ? "daemon default" : "none")
-                    : TimeoutText(options_.node_timeout))
-            << ", heartbeat "
-            << (options_.heartbeat_enabled
-                    ? absl::StrCat(absl::FormatDuration(options_.heartbeat_interval_lower), "..",
-                                   absl::FormatDuration(options_.heartbeat_interval_upper))
-                    : std::string("disabled"))
-            << ", recovery " << (options_.enable_recovery ? "on" : "off") << ")";
-  if (options_.heartbeat_enabled && options_.node_timeout != absl::ZeroDuration() &&
-      options_.node_timeout != absl::InfiniteDuration() &&
-      options_.node_timeout <= options_.heartbeat_interval_upper) {
-    LOG(WARNING) << "ms_rendezvous: MS_NODE_TIMEOUT="
-                 << absl::FormatDuration(options_.node_timeout)
-                 << " is not longer than the heartbeat interval (MS_RETRY_INTERVAL_UPPER="
-                 << absl::FormatDuration(options_.heartbeat_interval_upper)
-                 << "): members will be declared dead between two heartbeats";
-  }
-  left_ = false;
-  session_thread_ = std::thread([this] { RunSession(); });
+    // A session thread of an earlier session has ended by now (Leave or failure); reap it.
+    if (session_thread_.joinable()) {
+      {
+        absl::MutexLock l(&mu_);
+        stop_ = true;
+        if (stream_ != nullptr) {
+          cancelled_here_ = true;
+          stream_->Cancel();
+        }
+      }
+      session_thread_.join();
+    }
+    {
+      absl::MutexLock l(&mu_);
+      phase_ = Phase::kJoining;
+      stop_ = false;
+      join_error_ = absl::OkStatus();
+      session_status_ = absl::OkStatus();
+      session_failed_ = false;
+      report_error_.reset();
+      leave_requested_ = false;
+      leave_result_.reset();
+    }
+    LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as "
+              << RoleName(options_.role) << " node " << options_.node_id << " via "
+              << JoinTargets(targets_) << " (MS_WORKER_NUM=" << options_.worker_num
+              << " MS_SERVER_NUM=" << options_.server_num << " topology timeout "
+              << TimeoutText(options_.topo_timeout) << ", node timeout "
+              << (options_.node_timeout == absl::ZeroDuration()
+                      ? std::string(options_.heartbeat_enabled ? "daemon default" : "none")
+                      : TimeoutText(options_.node_timeout))
+              << ", heartbeat "
+              << (options_.heartbeat_enabled
+                      ? absl::StrCat(absl::FormatDuration(options_.heartbeat_interval_lower), "..",
+                                     absl::FormatDuration(options_.heartbeat_interval_upper))
+                      : std::string("disabled"))
+              << ", recovery " << (options_.enable_recovery ? "on" : "off") << ")";
+    if (options_.heartbeat_enabled && options_.node_timeout != absl::ZeroDuration() &&
+        options_.node_timeout != absl::InfiniteDuration() &&
+        options_.node_timeout <= options_.heartbeat_interval_upper) {
+      LOG(WARNING) << "ms_rendezvous: MS_NODE_TIMEOUT="
+                   << absl::FormatDuration(options_.node_timeout)
+                   << " is not longer than the heartbeat interval (MS_RETRY_INTERVAL_UPPER="
+                   << absl::FormatDuration(options_.heartbeat_interval_upper)
+                   << "): members will be declared dead between two heartbeats";
+    }
+    left_ = false;
+    session_thread_ = std::thread([this] { RunSession(); });
   }
 
   absl::MutexLock l(&mu_);
@@ -684,11 +685,11 @@ void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t targe
       SessionEvent e;
       e.type = SessionEventType::kSessionLost;
       e.generation = t.generation;
-      e.message = absl::StrCat(
-          "after reconnecting to ", targets_[target_index], " the daemon placed node '",
-          held->node_id, "' at ", RoleName(t.role), " rank ", t.rank, " generation ",
-          t.generation, " instead of rank ", held->rank, " generation ", held->generation,
-          "; a different placement is never taken silently: join again");
+      e.message = absl::StrCat("after reconnecting to ", targets_[target_index],
+                               " the daemon placed node '", held->node_id, "' at ",
+                               RoleName(t.role), " rank ", t.rank, " generation ", t.generation,
+                               " instead of rank ", held->rank, " generation ", held->generation,
+                               "; a different placement is never taken silently: join again");
       FailSession(absl::AbortedError(e.message), e);
       return;
     }
@@ -712,8 +713,8 @@ void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t targe
   if (!response.has_event()) return;
   JobEvent ev = FromProto(response.event());
   SessionEvent e;
-  e.job_id = response.event().job().job_id().empty() ? options_.job_id
-                                                      : response.event().job().job_id();
+  e.job_id =
+      response.event().job().job_id().empty() ? options_.job_id : response.event().job().job_id();
   e.job_state = ev.job_state;
   e.generation = ev.generation;
   e.member = ev.member;
@@ -805,9 +806,9 @@ grpc::Status ClientImpl::RunStream(size_t target_index, pb::SessionRequest first
     std::optional<std::string> report;
     {
       absl::MutexLock l(&mu_);
-      auto wake = [this, &report_sent, &leave_sent, &released]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !inbox_.empty() || (read_ended_ && !released) || stream_done_.has_value() ||
-               stop_ ||
+      auto wake = [this, &report_sent, &leave_sent,
+                   &released]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return !inbox_.empty() || (read_ended_ && !released) || stream_done_.has_value() || stop_ ||
                (report_error_.has_value() && !report_sent) || (leave_requested_ && !leave_sent);
       };
       absl::Time deadline = next_beat;
@@ -955,10 +956,10 @@ void ClientImpl::RunSession() {
         (st.error_code() == grpc::StatusCode::CANCELLED && !cancelled_here) ||
         // A join sent on a stream that broke left a registration behind; the daemon keeps it
         // (suspect) for its disconnect grace, so a new join meets it until then.
-        (!joined_now && maybe_registered &&
-         st.error_code() == grpc::StatusCode::ALREADY_EXISTS &&
+        (!joined_now && maybe_registered && st.error_code() == grpc::StatusCode::ALREADY_EXISTS &&
          absl::StrContains(st.error_message(), "(suspect,"));
-    if (!joined_now && !held.has_value() && !got_message && st.error_code() != grpc::StatusCode::OK) {
+    if (!joined_now && !held.has_value() && !got_message &&
+        st.error_code() != grpc::StatusCode::OK) {
       // The join reached the daemon only if the stream carried it; assume it may have.
       if (st.error_code() == grpc::StatusCode::CANCELLED ||
           (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
@@ -972,9 +973,8 @@ void ClientImpl::RunSession() {
         absl::MutexLock l(&mu_);
         join_error_ = FromGrpc(st);
         if (join_error_.ok()) {
-          join_error_ = absl::UnavailableError(
-              absl::StrCat("the session at ", targets_[target_index],
-                           " ended before the topology arrived"));
+          join_error_ = absl::UnavailableError(absl::StrCat(
+              "the session at ", targets_[target_index], " ended before the topology arrived"));
         }
         break;
       }
@@ -1016,12 +1016,13 @@ void ClientImpl::RunSession() {
       if (budget != absl::InfiniteDuration() && now - *outage_started >= budget) {
         SessionEvent e;
         e.type = SessionEventType::kSessionLost;
-        e.message = absl::StrCat(
-            "lost the session of job '", options_.job_id, "': ",
-            targets_.size() > 1 ? "schedulers " : "scheduler ", JoinTargets(targets_),
-            " unreachable for ", absl::FormatDuration(budget),
-            " (MS_NODE_TIMEOUT), ", attempts, " attempts; the daemon has declared this member "
-            "dead by now; last error: ", last_error);
+        e.message = absl::StrCat("lost the session of job '", options_.job_id,
+                                 "': ", targets_.size() > 1 ? "schedulers " : "scheduler ",
+                                 JoinTargets(targets_), " unreachable for ",
+                                 absl::FormatDuration(budget), " (MS_NODE_TIMEOUT), ", attempts,
+                                 " attempts; the daemon has declared this member "
+                                 "dead by now; last error: ",
+                                 last_error);
         FailSession(absl::AbortedError(e.message), e);
         break;
       }
@@ -1038,9 +1039,9 @@ void ClientImpl::RunSession() {
         break;
       }
       if (elapsed >= next_log) {
-        LOG(INFO) << "ms_rendezvous: scheduler " << targets_[target_index]
-                  << " not reachable yet (" << GrpcStatusText(st)
-                  << "); retrying with backoff for up to " << TimeoutText(options_.topo_timeout);
+        LOG(INFO) << "ms_rendezvous: scheduler " << targets_[target_index] << " not reachable yet ("
+                  << GrpcStatusText(st) << "); retrying with backoff for up to "
+                  << TimeoutText(options_.topo_timeout);
         next_log = elapsed + kUnreachableLogEvery;
       }
     }
@@ -1258,13 +1259,13 @@ std::string DescribeDead(const std::vector<DeadMember>& dead) {
   std::vector<std::string> parts;
   for (size_t i = 0; i < dead.size() && i < kMaxListed; ++i) {
     const DeadMember& d = dead[i];
-    parts.push_back(absl::StrCat(RoleName(d.role),
-                                 d.rank.has_value() ? absl::StrCat(" rank ", *d.rank) : "",
-                                 " (node '", d.node_id, "', host ", d.host, "): ", d.reason,
-                                 "; last seen ", absl::StrFormat("%.1f", d.last_seen_s_ago),
-                                 "s before"));
+    parts.push_back(
+        absl::StrCat(RoleName(d.role), d.rank.has_value() ? absl::StrCat(" rank ", *d.rank) : "",
+                     " (node '", d.node_id, "', host ", d.host, "): ", d.reason, "; last seen ",
+                     absl::StrFormat("%.1f", d.last_seen_s_ago), "s before"));
   }
-  if (dead.size() > kMaxListed) parts.push_back(absl::StrCat("and ", dead.size() - kMaxListed, " more"));
+  if (dead.size() > kMaxListed)
+    parts.push_back(absl::StrCat("and ", dead.size() - kMaxListed, " more"));
   return absl::StrJoin(parts, "; ");
 }
 

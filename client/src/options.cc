@@ -466,7 +466,8 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
   if (o.node_timeout < absl::ZeroDuration() ||
       (o.node_timeout != absl::InfiniteDuration() &&
        (o.node_timeout > absl::Seconds(kMaxTopoTimeoutS) ||
-        (o.node_timeout > absl::ZeroDuration() && o.node_timeout < absl::Seconds(kMinIntervalS))))) {
+        (o.node_timeout > absl::ZeroDuration() &&
+         o.node_timeout < absl::Seconds(kMinIntervalS))))) {
     return bad("node_timeout", absl::FormatDuration(o.node_timeout),
                "zero (the daemon's default), 10ms..31y, or absl::InfiniteDuration() for none");
   }
@@ -508,8 +509,7 @@ absl::StatusOr<std::vector<SchedulerAddress>> SchedulerAddresses(const ClientOpt
     if (!parsed.has_value()) {
       return absl::InvalidArgumentError(absl::StrCat(
           "ClientOptions.sched_host=\"", absl::CHexEscape(options.sched_host), "\" is invalid: ",
-          entries.size() > 1 ? absl::StrCat("entry ", i + 1, " \"", absl::CHexEscape(entry),
-                                            "\" ")
+          entries.size() > 1 ? absl::StrCat("entry ", i + 1, " \"", absl::CHexEscape(entry), "\" ")
                              : std::string(),
           problem, ": expected ", kSchedEntryAllowed));
     }

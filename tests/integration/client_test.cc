@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@
 #include "ms_rendezvous/options.h"
 #include "ms_rendezvous/scheduler.h"
 #include "server/server.h"
+#include "store/memory_state_store.h"
 #include "test_util.h"
 
 namespace ms_rendezvous {
@@ -61,10 +63,13 @@ int FreePort() {
   return port;
 }
 
-std::unique_ptr<server::RendezvousServer> StartServer(int port = 0) {
+std::unique_ptr<server::RendezvousServer> StartServer(int port = 0,
+                                                      core::StateStore* store = nullptr) {
   server::ServerOptions o;
   o.listen = absl::StrCat("127.0.0.1:", port);
   o.registry.default_topo_timeout = absl::Seconds(30);
+  o.registry.disconnect_grace = absl::Milliseconds(300);
+  o.store = store;
   auto s = server::RendezvousServer::Start(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -111,6 +116,81 @@ bool Eventually(Pred pred, absl::Duration timeout = absl::Seconds(10)) {
   }
   return pred();
 }
+
+// Records the session events a client's callback receives.
+class EventLog {
+ public:
+  std::function<void(const SessionEvent&)> Callback() {
+    return [this](const SessionEvent& e) {
+      absl::MutexLock l(&mu_);
+      events_.push_back(e);
+    };
+  }
+  int Count(SessionEventType type) {
+    absl::MutexLock l(&mu_);
+    int n = 0;
+    for (const SessionEvent& e : events_) n += e.type == type;
+    return n;
+  }
+  std::optional<SessionEvent> First(SessionEventType type) {
+    absl::MutexLock l(&mu_);
+    for (const SessionEvent& e : events_) {
+      if (e.type == type) return e;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<SessionEvent> events_ ABSL_GUARDED_BY(mu_);
+};
+
+// A member that speaks the Session protocol by hand, so a test can make it crash (cancel the
+// stream without leaving) or report an error while the job is still forming.
+class RawMember {
+ public:
+  RawMember(int port, const std::string& job, uint32_t workers, const std::string& node_id,
+            bool recovery = false)
+      : stub_(pb::Rendezvous::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                                          grpc::InsecureChannelCredentials()))),
+        stream_(stub_->Session(&ctx_)) {
+    pb::SessionRequest req;
+    pb::MemberSpec* spec = req.mutable_join()->mutable_member();
+    spec->set_job_id(job);
+    spec->set_role(pb::ROLE_WORKER);
+    spec->set_node_id(node_id);
+    spec->set_worker_num(workers);
+    spec->set_topo_timeout_ms(20000);
+    spec->set_enable_recovery(recovery);
+    spec->set_device_id(-1);
+    stream_->Write(req);
+  }
+  ~RawMember() { Crash(); }
+
+  // Blocks until the topology arrives; false when the stream ended first.
+  bool AwaitTopology(pb::Topology* out) {
+    pb::SessionResponse resp;
+    while (stream_->Read(&resp)) {
+      if (resp.has_topology()) {
+        *out = resp.topology();
+        return true;
+      }
+    }
+    return false;
+  }
+  void ReportError(const std::string& reason) {
+    pb::SessionRequest req;
+    req.mutable_report_error()->set_reason(reason);
+    stream_->Write(req);
+  }
+  // The process died: the connection drops without a leave.
+  void Crash() { ctx_.TryCancel(); }
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<pb::Rendezvous::Stub> stub_;
+  std::unique_ptr<grpc::ClientReaderWriter<pb::SessionRequest, pb::SessionResponse>> stream_;
+};
 
 class ClientTest : public ::testing::Test {
  protected:
@@ -356,9 +436,9 @@ TEST(ClientRetryTest, Join_NothingListening_UnavailableAfterTopoTimeoutNamingAdd
 
 // --- The draining daemon's CANCELLED (regression: the client gave up with "CANCELLED") ---
 
-// A scripted daemon: Join answers CANCELLED for the first `cancelled_joins` calls (forever when
-// negative) - what a draining ms-rendezvousd answers to a call arriving after its shutdown
-// began - then completes a one-member job. Heartbeat reports `heartbeat_job_state`.
+// A scripted daemon: Session answers CANCELLED for the first `cancelled_joins` streams (forever
+// when negative) - what a draining ms-rendezvousd answers to a call arriving after its shutdown
+// began - then completes a one-member job and keeps the stream open until the client leaves.
 class FakeDaemon final : public pb::Rendezvous::Service {
  public:
   explicit FakeDaemon(int cancelled_joins) : cancelled_joins_(cancelled_joins) {
@@ -371,19 +451,21 @@ class FakeDaemon final : public pb::Rendezvous::Service {
 
   int port() const { return port_; }
   int joins() const { return joins_.load(); }
-  int heartbeats() const { return heartbeats_.load(); }
-  void set_heartbeat_job_state(pb::JobState s) { heartbeat_job_state_.store(s); }
 
-  grpc::Status Join(grpc::ServerContext*, const pb::JoinRequest* req,
-                    pb::JoinResponse* resp) override {
+  grpc::Status Session(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<pb::SessionResponse, pb::SessionRequest>* stream) override {
+    pb::SessionRequest req;
+    if (!stream->Read(&req)) return grpc::Status::OK;
     const int n = joins_.fetch_add(1);
     if (cancelled_joins_ < 0 || n < cancelled_joins_) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "");
     }
-    pb::Topology* t = resp->mutable_topology();
-    t->set_job_id(req->member().job_id());
-    t->set_role(req->member().role());
-    t->set_node_id(req->member().node_id());
+    pb::SessionResponse resp;
+    pb::Topology* t = resp.mutable_topology();
+    t->set_job_id(req.join().member().job_id());
+    t->set_role(req.join().member().role());
+    t->set_node_id(req.join().member().node_id());
     t->set_rank(0);
     t->set_world_size(1);
     t->set_local_world_size(1);
@@ -392,25 +474,16 @@ class FakeDaemon final : public pb::Rendezvous::Service {
     t->set_generation(1);
     t->set_incarnation(7);
     t->set_worker_num(1);
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Heartbeat(grpc::ServerContext*, const pb::HeartbeatRequest*,
-                         pb::HeartbeatResponse* resp) override {
-    heartbeats_.fetch_add(1);
-    resp->set_job_state(heartbeat_job_state_.load());
-    return grpc::Status::OK;
-  }
-
-  grpc::Status Leave(grpc::ServerContext*, const pb::LeaveRequest*, pb::LeaveResponse*) override {
+    stream->Write(resp);
+    while (stream->Read(&req)) {
+      if (req.has_leave()) return grpc::Status::OK;
+    }
     return grpc::Status::OK;
   }
 
  private:
   const int cancelled_joins_;
   std::atomic<int> joins_{0};
-  std::atomic<int> heartbeats_{0};
-  std::atomic<pb::JobState> heartbeat_job_state_{pb::JOB_STATE_COMPLETE};
   int port_ = 0;
   std::unique_ptr<grpc::Server> server_;
 };
@@ -423,6 +496,7 @@ TEST(ClientCancelledTest, Join_DaemonCancelsTwiceNotCausedByClient_RetriesAndJoi
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(t->incarnation, 7u);
   EXPECT_EQ(daemon.joins(), 3);
+  EXPECT_THAT(client->Leave(), IsOk());
 }
 
 TEST(ClientCancelledTest, Join_DaemonCancelsUntilTopoTimeout_UnavailableNamingLastError) {
@@ -461,31 +535,15 @@ TEST_F(ClientTest, Join_ServerDrainsWhileParked_UnavailableAtTopoTimeoutNotCance
 
 // --- SessionStatus ---
 
-// A completed job cannot fail in today's core (only formation times out), so the daemon's
-// report comes from the scripted daemon: the next heartbeat turns the session Aborted.
-TEST(ClientSessionTest, SessionStatus_DaemonReportsJobFailed_AbortedNamingJob) {
-  FakeDaemon daemon(/*cancelled_joins=*/0);
-  std::unique_ptr<Client> client = MakeClient(WorkerOptions(daemon.port(), "doomed", 1));
-  ASSERT_TRUE(client->Join().ok());
-  ASSERT_TRUE(Eventually([&] { return daemon.heartbeats() > 0; }));
-  EXPECT_THAT(client->SessionStatus(), IsOk());
-  daemon.set_heartbeat_job_state(pb::JOB_STATE_FAILED);
-  ASSERT_TRUE(Eventually([&] { return !client->SessionStatus().ok(); }));
-  EXPECT_THAT(client->SessionStatus(), StatusIs(absl::StatusCode::kAborted,
-                                                AllOf(HasSubstr("job doomed failed"),
-                                                      HasSubstr("ms-rendezvousctl job doomed"))));
-  // Heartbeats stopped: beating on for a failed job is pointless.
-  const int beats = daemon.heartbeats();
-  absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(daemon.heartbeats(), beats);
-}
-
-// The in-memory daemon restarted (same port) and no longer knows the job: Aborted, re-join.
-TEST(ClientSessionTest, SessionStatus_DaemonRestartedWithoutTheJob_AbortedRejoin) {
+// The in-memory daemon restarted (same port) and no longer knows the job: the resume is
+// refused and surfaced as Aborted, never as a silently different rank.
+TEST(ClientSessionTest, SessionStatus_DaemonRestartedWithoutTheJob_AbortedCannotResume) {
   std::unique_ptr<server::RendezvousServer> server = StartServer();
   ASSERT_NE(server, nullptr);
   const int port = server->port();
   std::unique_ptr<Client> client = MakeClient(WorkerOptions(port, "restarted", 1));
+  EventLog log;
+  client->SetEventCallback(log.Callback());
   ASSERT_TRUE(client->Join().ok());
   EXPECT_THAT(client->SessionStatus(), IsOk());
   server->Shutdown(absl::ZeroDuration());
@@ -495,7 +553,11 @@ TEST(ClientSessionTest, SessionStatus_DaemonRestartedWithoutTheJob_AbortedRejoin
   ASSERT_TRUE(Eventually([&] { return !client->SessionStatus().ok(); }));
   EXPECT_THAT(client->SessionStatus(),
               StatusIs(absl::StatusCode::kAborted,
-                       AllOf(HasSubstr("heartbeat rejected"), HasSubstr("re-join the job"))));
+                       AllOf(HasSubstr("cannot resume the session of job 'restarted'"),
+                             HasSubstr("ABORTED"))));
+  ASSERT_TRUE(Eventually([&] { return log.Count(SessionEventType::kSessionLost) == 1; }));
+  EXPECT_EQ(log.Count(SessionEventType::kResumed), 0);
+  EXPECT_THAT(client->Leave(), StatusIs(absl::StatusCode::kAborted, ::testing::_));
 }
 
 // The job failed while this member waited (topology timeout): Join says who is missing, and
@@ -583,6 +645,184 @@ TEST(SchedulerArgsTest, RunScheduler_WorkerRole_InvalidArgument) {
   ClientOptions o = WorkerOptions(1, "x", 1);
   EXPECT_THAT(RunScheduler(o),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs MS_ROLE=MS_SCHED")));
+}
+
+// --- Failure fan-out, recovery, reconnect (Session stream) ---
+
+// A member crashes (its stream is cancelled without a leave): once the disconnect grace
+// expired, every other member's callback fires once naming it, and their sessions are Aborted.
+TEST_F(ClientTest, FanOut_MemberCrashes_OthersCallbackNamesIt) {
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<EventLog>> logs;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(MakeClient(Options("crash", 3, absl::StrCat(i))));
+    logs.push_back(std::make_unique<EventLog>());
+    clients.back()->SetEventCallback(logs.back()->Callback());
+  }
+  RawMember victim(server_->port(), "crash", 3, "2");
+  auto joined = std::async(std::launch::async, [&] { return JoinAll(clients); });
+  pb::Topology vt;
+  ASSERT_TRUE(victim.AwaitTopology(&vt));
+  for (const auto& t : joined.get()) ASSERT_TRUE(t.ok()) << t.status();
+
+  const absl::Time crashed = absl::Now();
+  victim.Crash();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(Eventually([&] { return logs[i]->Count(SessionEventType::kJobFailed) == 1; }))
+        << "member " << i << " was not told";
+    std::optional<SessionEvent> e = logs[i]->First(SessionEventType::kJobFailed);
+    ASSERT_EQ(e->dead.size(), 1u);
+    EXPECT_EQ(e->dead[0].node_id, "2");
+    EXPECT_EQ(e->dead[0].rank, std::optional<uint32_t>(2));
+    EXPECT_EQ(e->dead[0].host, "127.0.0.1");
+    EXPECT_THAT(e->dead[0].reason, HasSubstr("connection lost"));
+    EXPECT_THAT(e->status, StatusIs(absl::StatusCode::kAborted, HasSubstr("node '2'")));
+    EXPECT_THAT(clients[i]->SessionStatus(),
+                StatusIs(absl::StatusCode::kAborted, HasSubstr("node '2'")));
+  }
+  EXPECT_LT(absl::Now() - crashed, absl::Seconds(3));  // grace 300 ms + fan-out
+  absl::SleepFor(absl::Milliseconds(200));
+  for (auto& log : logs) EXPECT_EQ(log->Count(SessionEventType::kJobFailed), 1);  // once
+  // Later calls return the same failure.
+  EXPECT_THAT(clients[0]->ReportError("late"), StatusIs(absl::StatusCode::kAborted, ::testing::_));
+}
+
+// ReportError: the reporter's session ends, everybody else is told with its reason.
+TEST_F(ClientTest, FanOut_ReportError_OthersToldWithReason) {
+  std::vector<std::unique_ptr<Client>> clients;
+  EventLog survivor;
+  clients.push_back(MakeClient(Options("report", 2, "0")));
+  clients.push_back(MakeClient(Options("report", 2, "1")));
+  clients[0]->SetEventCallback(survivor.Callback());
+  for (const auto& t : JoinAll(clients)) ASSERT_TRUE(t.ok()) << t.status();
+
+  EXPECT_THAT(clients[1]->ReportError("NCCL allreduce timed out"), IsOk());
+  EXPECT_THAT(clients[1]->SessionStatus(),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("NCCL allreduce timed out")));
+  ASSERT_TRUE(Eventually([&] { return survivor.Count(SessionEventType::kJobFailed) == 1; }));
+  std::optional<SessionEvent> e = survivor.First(SessionEventType::kJobFailed);
+  ASSERT_EQ(e->dead.size(), 1u);
+  EXPECT_EQ(e->dead[0].node_id, "1");
+  EXPECT_THAT(e->dead[0].reason, HasSubstr("NCCL allreduce timed out"));
+  EXPECT_THAT(clients[0]->SessionStatus(), StatusIs(absl::StatusCode::kAborted, ::testing::_));
+}
+
+// A Join blocked while the job forms returns Aborted naming the member that failed it.
+TEST_F(ClientTest, FanOut_JobFailsWhileJoining_PendingJoinAbortedNamingMember) {
+  RawMember reporter(server_->port(), "forming-fail", 3, "0");
+  ASSERT_TRUE(Eventually([&] { return server_->registry().GetJob("forming-fail").ok(); }));
+  std::unique_ptr<Client> client = MakeClient(Options("forming-fail", 3, "1"));
+  auto joined = std::async(std::launch::async, [&] { return client->Join(); });
+  ASSERT_TRUE(Eventually([&] {
+    auto job = server_->registry().GetJob("forming-fail");
+    return job.ok() && job->roles[0].joined == 2;
+  }));
+  reporter.ReportError("GPU 0 fell off the bus");
+  ASSERT_EQ(joined.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_THAT(joined.get(),
+              StatusIs(absl::StatusCode::kAborted,
+                       AllOf(HasSubstr("node '0'"), HasSubstr("GPU 0 fell off the bus"))));
+}
+
+// Recovery mode: a crashed member comes back with the same node id, takes back its rank, and
+// the survivors (whose sessions stay healthy) get member_dead then member_recovered.
+TEST_F(ClientTest, Recovery_CrashedMemberRejoins_SameRankSurvivorsToldRecovered) {
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<EventLog>> logs;
+  for (int i = 0; i < 2; ++i) {
+    ClientOptions o = Options("recover", 3, absl::StrCat("survivor-", i));
+    o.enable_recovery = true;
+    clients.push_back(MakeClient(o));
+    logs.push_back(std::make_unique<EventLog>());
+    clients.back()->SetEventCallback(logs.back()->Callback());
+  }
+  auto phoenix = std::make_unique<RawMember>(server_->port(), "recover", 3, "phoenix",
+                                             /*recovery=*/true);
+  auto joined = std::async(std::launch::async, [&] { return JoinAll(clients); });
+  pb::Topology first;
+  ASSERT_TRUE(phoenix->AwaitTopology(&first));
+  for (const auto& t : joined.get()) ASSERT_TRUE(t.ok()) << t.status();
+
+  phoenix->Crash();
+  for (auto& log : logs) {
+    ASSERT_TRUE(Eventually([&] { return log->Count(SessionEventType::kMemberDead) == 1; }));
+    std::optional<SessionEvent> e = log->First(SessionEventType::kMemberDead);
+    ASSERT_EQ(e->dead.size(), 1u);
+    EXPECT_EQ(e->dead[0].node_id, "phoenix");
+    EXPECT_EQ(e->job_state, JobState::kDegraded);
+  }
+  for (auto& c : clients) EXPECT_THAT(c->SessionStatus(), IsOk());  // degraded, not failed
+
+  ClientOptions o = Options("recover", 3, "phoenix");
+  o.enable_recovery = true;
+  std::unique_ptr<Client> reborn = MakeClient(o);
+  absl::StatusOr<Topology> t = reborn->Join();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->rank, first.rank());
+  EXPECT_EQ(t->generation, first.generation());
+  for (auto& log : logs) {
+    ASSERT_TRUE(Eventually([&] { return log->Count(SessionEventType::kMemberRecovered) == 1; }));
+    std::optional<SessionEvent> e = log->First(SessionEventType::kMemberRecovered);
+    ASSERT_TRUE(e->member.has_value());
+    EXPECT_EQ(e->member->node_id, "phoenix");
+    EXPECT_EQ(e->job_state, JobState::kComplete);
+  }
+  for (auto& c : clients) EXPECT_THAT(c->SessionStatus(), IsOk());
+  for (auto& c : clients) EXPECT_THAT(c->Leave(), IsOk());
+  EXPECT_THAT(reborn->Leave(), IsOk());
+}
+
+// The daemon restarts on the same port with its state (a store that outlives both server
+// instances): the session resumes with the same rank and generation, and the callback hears
+// "resumed".
+TEST(ClientReconnectTest, DaemonRestartsWithState_SessionResumesSameRank) {
+  core::MemoryStateStore store;
+  std::unique_ptr<server::RendezvousServer> server = StartServer(0, &store);
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  std::vector<std::unique_ptr<Client>> clients;
+  std::vector<std::unique_ptr<EventLog>> logs;
+  for (int i = 0; i < 2; ++i) {
+    clients.push_back(MakeClient(WorkerOptions(port, "durable", 2)));
+    logs.push_back(std::make_unique<EventLog>());
+    clients.back()->SetEventCallback(logs.back()->Callback());
+  }
+  std::vector<absl::StatusOr<Topology>> topos = JoinAll(clients);
+  for (const auto& t : topos) ASSERT_TRUE(t.ok()) << t.status();
+
+  server->Shutdown(absl::ZeroDuration());
+  server.reset();
+  server = StartServer(port, &store);
+  ASSERT_NE(server, nullptr);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(Eventually([&] { return logs[i]->Count(SessionEventType::kResumed) == 1; }))
+        << "client " << i << " did not resume";
+    std::optional<SessionEvent> e = logs[i]->First(SessionEventType::kResumed);
+    ASSERT_TRUE(e->topology.has_value());
+    EXPECT_EQ(e->topology->rank, topos[i]->rank);
+    EXPECT_EQ(e->topology->generation, topos[i]->generation);
+    EXPECT_THAT(clients[i]->SessionStatus(), IsOk());
+  }
+  for (auto& c : clients) EXPECT_THAT(c->Leave(), IsOk());
+  auto job = server->registry().GetJob("durable");
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state, core::JobState::kFinished);
+}
+
+// MS_SCHED_HOST=dead,alive: the first address refuses connections, the client moves on.
+TEST_F(ClientTest, SchedHostList_DeadFirstEntry_JoinsThroughTheSecond) {
+  const int dead_port = FreePort();
+  ASSERT_GT(dead_port, 0);
+  ClientOptions o = Options("listed", 1);
+  o.sched_host = absl::StrCat("127.0.0.1:", dead_port, ",127.0.0.1:", server_->port());
+  std::unique_ptr<Client> client = MakeClient(o);
+  ASSERT_EQ(client->targets().size(), 2u);
+  EXPECT_EQ(client->target(), absl::StrCat("127.0.0.1:", dead_port));
+  const absl::Time start = absl::Now();
+  absl::StatusOr<Topology> t = client->Join();
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(5));
+  EXPECT_THAT(client->Leave(), IsOk());
 }
 
 }  // namespace

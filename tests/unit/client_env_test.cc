@@ -3,9 +3,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ms_rendezvous/client.h"
@@ -555,6 +557,94 @@ TEST(NamesTest, StateAndEventNames_AreSnakeCase) {
   EXPECT_EQ(MemberStateName(MemberState::kActive), "active");
   EXPECT_EQ(JobEventTypeName(JobEventType::kMemberLeft), "member_left");
   EXPECT_EQ(JobEventTypeName(JobEventType::kJobFailed), "job_failed");
+}
+
+// --- MS_SCHED_HOST lists, MS_NODE_TIMEOUT, MS_ENABLE_RECOVERY ------------------------------
+
+TEST_F(EnvTest, SchedHost_List_EveryEntryTriedInOrderWithOwnOrDefaultPort) {
+  env_["MS_SCHED_HOST"] = "10.0.0.1, sched-b:9000,[fd00::1]:9001,fd00::2";
+  env_["MS_SCHED_PORT"] = "2222";
+  absl::StatusOr<ClientOptions> o = Parse();
+  ASSERT_TRUE(o.ok()) << o.status();
+  absl::StatusOr<std::vector<std::string>> targets = SchedulerTargets(*o);
+  ASSERT_TRUE(targets.ok()) << targets.status();
+  EXPECT_EQ(*targets, (std::vector<std::string>{"10.0.0.1:2222", "sched-b:9000", "[fd00::1]:9001",
+                                                "[fd00::2]:2222"}));
+  EXPECT_EQ(SchedulerTarget(*o), "10.0.0.1:2222");
+  EXPECT_TRUE(ValidateClientOptions(*o).ok());
+}
+
+TEST_F(EnvTest, SchedHost_SingleEntryWithPort_UsesIt) {
+  env_["MS_SCHED_HOST"] = "10.0.0.9:7000";
+  absl::StatusOr<ClientOptions> o = Parse();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(SchedulerTarget(*o), "10.0.0.9:7000");
+}
+
+TEST_F(EnvTest, SchedHost_BadListEntry_NamesEntryAndPosition) {
+  ExpectError("MS_SCHED_HOST", "10.0.0.1,bad host!",
+              "MS_SCHED_HOST=\"10.0.0.1,bad host!\" is not a valid scheduler address list: entry "
+              "2 \"bad host!\" is not a valid scheduler address: expected an IPv4 address, an "
+              "IPv6 address or a host name (letters, digits, '-', '.'), optionally with :PORT "
+              "(IPv6 in brackets: [fd00::1]:8118); several addresses separated by commas");
+  env_["MS_SCHED_HOST"] = "a,,b";
+  EXPECT_THAT(std::string(Parse().status().message()), HasSubstr("entry 2 \"\" is empty"));
+  env_["MS_SCHED_HOST"] = "a:70000";
+  EXPECT_THAT(std::string(Parse().status().message()),
+              HasSubstr("entry 1 \"a:70000\" has an invalid port \"70000\""));
+  env_["MS_SCHED_HOST"] = "[fd00::1";
+  EXPECT_THAT(std::string(Parse().status().message()), HasSubstr("has no closing ']'"));
+}
+
+TEST_F(EnvTest, NodeTimeout_DefaultSecondsAndNever) {
+  EXPECT_EQ(Parse()->node_timeout, absl::ZeroDuration());  // the daemon's default
+  env_["MS_NODE_TIMEOUT"] = "45";
+  EXPECT_EQ(Parse()->node_timeout, absl::Seconds(45));
+  env_["MS_NODE_TIMEOUT"] = "1.5";
+  EXPECT_EQ(Parse()->node_timeout, absl::Milliseconds(1500));
+  env_["MS_NODE_TIMEOUT"] = "-1";
+  EXPECT_EQ(Parse()->node_timeout, absl::InfiniteDuration());
+}
+
+TEST_F(EnvTest, NodeTimeout_ZeroOrGarbage_NamesValueAndAllowed) {
+  for (const char* bad : {"0", "abc", "1e10"}) {
+    ExpectError("MS_NODE_TIMEOUT", bad,
+                absl::StrCat("MS_NODE_TIMEOUT=\"", bad,
+                             "\" is not a valid node timeout: expected a number of seconds in "
+                             "0.01..1000000000, or a negative number for no timeout"));
+  }
+}
+
+TEST_F(EnvTest, EnableRecovery_Switch) {
+  EXPECT_FALSE(Parse()->enable_recovery);
+  env_["MS_ENABLE_RECOVERY"] = "1";
+  EXPECT_TRUE(Parse()->enable_recovery);
+  env_["MS_ENABLE_RECOVERY"] = "0";
+  EXPECT_FALSE(Parse()->enable_recovery);
+  ExpectError("MS_ENABLE_RECOVERY", "on",
+              "MS_ENABLE_RECOVERY=\"on\" is not a valid switch: expected 1 (a dead member may "
+              "rejoin with the same MS_NODE_ID and take back its rank) or 0 (a dead member fails "
+              "the job)");
+}
+
+TEST(ValidateClientOptionsTest, NodeTimeoutAndSchedList_NamesField) {
+  ClientOptions o;
+  o.sched_host = "127.0.0.1,bad host";
+  o.worker_num = 2;
+  EXPECT_THAT(std::string(ValidateClientOptions(o).message()),
+              HasSubstr("ClientOptions.sched_host=\"127.0.0.1,bad host\" is invalid: entry 2"));
+  o.sched_host = "127.0.0.1";
+  o.node_timeout = absl::Seconds(-3);
+  EXPECT_THAT(std::string(ValidateClientOptions(o).message()),
+              HasSubstr("ClientOptions.node_timeout"));
+}
+
+TEST(NamesTest, SessionNames_AreSnakeCase) {
+  EXPECT_EQ(SessionEventTypeName(SessionEventType::kJobFailed), "job_failed");
+  EXPECT_EQ(SessionEventTypeName(SessionEventType::kResumed), "resumed");
+  EXPECT_EQ(JobStateName(JobState::kDegraded), "degraded");
+  EXPECT_EQ(MemberStateName(MemberState::kDead), "dead");
+  EXPECT_EQ(JobEventTypeName(JobEventType::kMemberRecovered), "member_recovered");
 }
 
 }  // namespace

@@ -154,7 +154,7 @@ struct SessionEvent {
   std::vector<DeadMember> dead;      // kJobFailed, kMemberDead: who died
   std::string message;               // the daemon's detail (or the client's, for kSessionLost)
   absl::Status status;               // kJobFailed, kSessionLost: the session's final status
-  std::optional<Topology> topology;    // kResumed: the topology the daemon sent again
+  std::optional<Topology> topology;  // kResumed: the topology the daemon sent again
 };
 
 // A running subscription to a job's events (Client::Watch). Destroying it stops it.
