@@ -157,6 +157,15 @@ void Job::Attach(Member& m, std::shared_ptr<MemberSession> session, Effects& fx)
   m.topology_sent = false;
 }
 
+void Job::SendRegistered(Member& m, Effects& fx) {
+  if (!m.session.has_value()) return;
+  SessionLink& s = *m.session;
+  fx.Add([order = s.order, seq = s.next_seq++, session = s.session,
+          ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation}] {
+    order->Deliver(seq, [session, &ref] { session->OnRegistered(ref); });
+  });
+}
+
 void Job::SendTopology(Member& m, Effects& fx) {
   if (!m.session.has_value() || m.topology_sent) return;
   m.topology_sent = true;
@@ -287,6 +296,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   m.device_id = spec.device_id;
   m.role = spec.role;
   m.incarnation = incarnation;
+  m.heartbeat_disabled = spec.heartbeat_disabled;
   m.joined_at = m.last_seen = clock_->Now();
   m.pinned_rank = NumericNodeId(spec.node_id);
   if (m.pinned_rank.has_value()) {
@@ -319,6 +329,7 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effec
   m.host_name = spec.host_name;
   ++host_counts_[m.host];
   m.incarnation = incarnation;
+  m.heartbeat_disabled = spec.heartbeat_disabled;
   m.state = MemberState::kActive;
   m.reason.clear();
   m.joined_at = m.last_seen = now;
@@ -379,6 +390,7 @@ Job::JoinOutcome Job::JoinSession(const MemberSpec& spec, uint64_t incarnation,
   }
   Member& member = **m;
   Attach(member, std::move(session), fx);
+  SendRegistered(member, fx);
   if (member.has_rank) SendTopology(member, fx);  // recovered
   MaybeComplete(fx);
   fx.Submit(store_);
@@ -676,6 +688,7 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
   Member* m = *found;
   switch (state_) {
     case JobState::kForming:
+      m->session.reset();  // the server ends the stream with OK after answering
       Withdraw(members_[RoleIndex(ref.role)].find(ref.node_id),
                absl::StrCat(RoleName(ref.role), " '", ref.node_id, "' left job '", params_.id,
                             "' before it was complete"),
@@ -755,6 +768,11 @@ bool Job::OnMemberDeadline(const Deadline& d, Effects& fx) {
                 fx);
   } else {  // kMemberLiveness
     if (m->state != MemberState::kActive && m->state != MemberState::kSuspect) return false;
+    if (m->heartbeat_disabled) {
+      // No heartbeats by choice: a connected session is the proof of life; a unary member
+      // without a session cannot be judged by silence at all.
+      if (m->session.has_value() || m->state == MemberState::kActive) m->last_seen = now;
+    }
     const MonoTime due = AddDuration(m->last_seen, absl::Milliseconds(params_.node_timeout_ms));
     if (now < due) {
       ArmLiveness(*m, due);  // heard from since: check again later

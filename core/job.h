@@ -167,6 +167,7 @@ class Job {
     MonoTime joined_at;
     MonoTime last_seen;
     std::string reason;       // why DEAD / FAILED
+    bool heartbeat_disabled = false;  // liveness from the connected session alone
     uint64_t waiter_id = 0;   // unary Join parked (0: none)
     JoinCallback done;        // unary Join continuation
     std::optional<SessionLink> session;  // attached session stream
@@ -201,6 +202,7 @@ class Job {
   // Session plumbing: every call to a session goes through its OrderedDelivery.
   void Attach(Member& m, std::shared_ptr<MemberSession> session, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendRegistered(Member& m, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendTopology(Member& m, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendEvent(Member& m, std::shared_ptr<const JobEvent> event, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

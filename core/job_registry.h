@@ -73,6 +73,8 @@ class JobWatcher {
 class MemberSession {
  public:
   virtual ~MemberSession() = default;
+  // First call after JoinSession: the registration this session holds.
+  virtual void OnRegistered(const MemberRef& ref) {}
   virtual void OnTopology(const Topology& topology) = 0;
   virtual void OnEvent(const JobEvent& event) = 0;
   virtual void OnEnd(const absl::Status& status) = 0;

@@ -39,6 +39,7 @@ struct MemberSpec {
   int64_t topo_timeout_ms = 0;  // 0: registry default; < 0: forever
   int64_t node_timeout_ms = 0;  // MS_NODE_TIMEOUT; 0: registry default; < 0: never
   bool enable_recovery = false;  // MS_ENABLE_RECOVERY
+  bool heartbeat_disabled = false;  // MS_DISABLE_HEARTBEAT: a connected session proves liveness
 };
 
 // A member's placement, delivered when its job is complete.

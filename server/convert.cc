@@ -109,6 +109,7 @@ absl::StatusOr<core::MemberSpec> SpecFromProto(const pb::MemberSpec& in) {
   s.topo_timeout_ms = in.topo_timeout_ms();
   s.node_timeout_ms = in.node_timeout_ms();
   s.enable_recovery = in.enable_recovery();
+  s.heartbeat_disabled = in.heartbeat_disabled();
   return s;
 }
 

@@ -56,6 +56,15 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
    public:
     explicit Sink(SessionReactor* reactor) : reactor_(reactor) {}
 
+    void OnRegistered(const core::MemberRef& ref) override {
+      pb::SessionResponse r;
+      pb::MemberRef* out = r.mutable_registered();
+      out->set_job_id(ref.job_id);
+      out->set_role(RoleToProto(ref.role));
+      out->set_node_id(ref.node_id);
+      out->set_incarnation(ref.incarnation);
+      Enqueue(std::move(r));
+    }
     void OnTopology(const core::Topology& topology) override {
       pb::SessionResponse r;
       TopologyToProto(topology, r.mutable_topology());
@@ -160,9 +169,11 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
       case pb::SessionRequest::kHeartbeat: {
         auto ref = Ref();
         if (!ref.has_value()) return NotJoined("heartbeat");
-        absl::StatusOr<core::HeartbeatResult> r = registry_->Heartbeat(*ref);
-        // Aborted/NotFound end the session; the core has already told the member why.
-        return r.status();
+        // Errors (job failed, member declared dead or withdrawn, stale incarnation) do NOT end
+        // the stream here: the core ends every such session itself, after pushing the event
+        // that says why. Ending it from here would race with that event and lose it.
+        registry_->Heartbeat(*ref).IgnoreError();
+        return absl::OkStatus();
       }
       case pb::SessionRequest::kReportError: {
         auto ref = Ref();

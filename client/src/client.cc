@@ -468,6 +468,9 @@ class ClientImpl final : public Client, public SessionInbox {
   // Waits up to `wait` for a reconnect attempt; false when the session thread must stop.
   bool WaitBeforeRetry(size_t target_index, absl::Duration wait);
   pb::SessionRequest JoinRequest() const;
+  // Resumes the held topology's registration, or (before the topology) the registration the
+  // daemon confirmed with `registered`.
+  pb::SessionRequest ResumeRequest(const Topology* held, uint64_t incarnation) const;
   absl::Status LeaveImpl(absl::Duration deadline);
   void StopSessionThread();
   // Blocks until `done` holds or the session failed (then returns the failure) or `deadline`.
@@ -499,6 +502,9 @@ class ClientImpl final : public Client, public SessionInbox {
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kIdle;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;  // the session thread must end (destruction)
   std::optional<Topology> topology_ ABSL_GUARDED_BY(mu_);  // set while joined
+  // Incarnation the daemon confirmed for our join (SessionResponse.registered), before the
+  // topology: a stream that breaks while the job forms resumes it instead of joining again.
+  std::optional<uint64_t> registered_incarnation_ ABSL_GUARDED_BY(mu_);
   absl::Status join_error_ ABSL_GUARDED_BY(mu_);           // why Join failed
   absl::Status session_status_ ABSL_GUARDED_BY(mu_);       // OK until the session failed
   bool session_failed_ ABSL_GUARDED_BY(mu_) = false;
@@ -540,11 +546,22 @@ pb::SessionRequest ClientImpl::JoinRequest() const {
     node_timeout_ms = -1;
   } else if (options_.node_timeout > absl::ZeroDuration()) {
     node_timeout_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.node_timeout));
-  } else if (!options_.heartbeat_enabled) {
-    node_timeout_ms = -1;  // only the connection proves liveness (see ClientOptions)
   }
   spec->set_node_timeout_ms(node_timeout_ms);
   spec->set_enable_recovery(options_.enable_recovery);
+  // Without heartbeats the daemon judges this member by its connected session alone.
+  spec->set_heartbeat_disabled(!options_.heartbeat_enabled);
+  return request;
+}
+
+pb::SessionRequest ClientImpl::ResumeRequest(const Topology* held, uint64_t incarnation) const {
+  pb::SessionRequest request;
+  pb::ResumeRequest* resume = request.mutable_resume();
+  resume->mutable_member()->set_job_id(options_.job_id);
+  resume->mutable_member()->set_role(ToProto(options_.role));
+  resume->mutable_member()->set_node_id(options_.node_id);
+  resume->mutable_member()->set_incarnation(held != nullptr ? held->incarnation : incarnation);
+  resume->set_generation(held != nullptr ? held->generation : 0);
   return request;
 }
 
@@ -600,6 +617,7 @@ absl::StatusOr<Topology> ClientImpl::Join() {
       report_error_.reset();
       leave_requested_ = false;
       leave_result_.reset();
+      registered_incarnation_.reset();
     }
     LOG(INFO) << "ms_rendezvous: joining job " << options_.job_id << " as "
               << RoleName(options_.role) << " node " << options_.node_id << " via "
@@ -663,6 +681,11 @@ void ClientImpl::FailSession(absl::Status status, SessionEvent event) {
 
 void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t target_index,
                                SessionStream* stream) {
+  if (response.has_registered()) {
+    absl::MutexLock l(&mu_);
+    registered_incarnation_ = response.registered().incarnation();
+    return;
+  }
   if (response.has_topology()) {
     Topology t = FromProto(response.topology(), options_);
     std::optional<Topology> held;
@@ -906,21 +929,21 @@ void ClientImpl::RunSession() {
   absl::Duration next_log = absl::ZeroDuration();
   for (;;) {
     std::optional<Topology> held;
+    std::optional<uint64_t> registered;
     bool leaving;
     {
       absl::MutexLock l(&mu_);
       if (stop_ || session_failed_) break;
       held = topology_;
+      registered = registered_incarnation_;
       leaving = leave_requested_;
     }
     pb::SessionRequest first;
+    const bool resuming_registration = !held.has_value() && registered.has_value();
     if (held.has_value()) {
-      pb::ResumeRequest* resume = first.mutable_resume();
-      resume->mutable_member()->set_job_id(held->job_id);
-      resume->mutable_member()->set_role(ToProto(held->role));
-      resume->mutable_member()->set_node_id(held->node_id);
-      resume->mutable_member()->set_incarnation(held->incarnation);
-      resume->set_generation(held->generation);
+      first = ResumeRequest(&*held, 0);
+    } else if (resuming_registration) {
+      first = ResumeRequest(nullptr, *registered);
     } else {
       first = JoinRequest();
     }
@@ -951,7 +974,14 @@ void ClientImpl::RunSession() {
       absl::MutexLock l(&mu_);
       if (!join_error_.ok()) break;  // our own topology deadline
     }
+    if (resuming_registration && st.error_code() == grpc::StatusCode::ABORTED) {
+      // The daemon no longer has our waiting registration (withdrawn after the disconnect
+      // grace, or it restarted without state): no rank was ever given, so join afresh.
+      absl::MutexLock l(&mu_);
+      registered_incarnation_.reset();
+    }
     const bool retryable =
+        (resuming_registration && st.error_code() == grpc::StatusCode::ABORTED) ||
         st.error_code() == grpc::StatusCode::UNAVAILABLE ||
         (st.error_code() == grpc::StatusCode::CANCELLED && !cancelled_here) ||
         // A join sent on a stream that broke left a registration behind; the daemon keeps it
@@ -1282,8 +1312,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   // gRPC's default backoff (up to 120 s).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kBackoffInitial)));
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
-              static_cast<int>(absl::ToInt64Milliseconds(kBackoffInitial)));
+  // Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC also uses it as the minimum connect timeout,
+  // and 50 ms abandons connections that a busy daemon (a 10k-member restart) accepts slowly.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
               static_cast<int>(absl::ToInt64Milliseconds(kBackoffMax)));
   // Keepalive. A Join is parked on the daemon for up to MS_TOPO_TIMEOUT (default 30 min) with

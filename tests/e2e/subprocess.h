@@ -122,10 +122,12 @@ class Subprocess {
 // A daemon on 127.0.0.1, port 0, for one test.
 class Daemon {
  public:
-  explicit Daemon(std::vector<std::string> extra_args = {}) {
+  // `listen` defaults to a free port; a restart passes the previous daemon's address.
+  explicit Daemon(std::vector<std::string> extra_args = {},
+                  const std::string& listen = "127.0.0.1:0") {
     static int counter = 0;
     port_file_ = absl::StrCat(TempDir(), "/port-", getpid(), "-", counter++);
-    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--port-file", port_file_};
+    std::vector<std::string> args = {"--listen", listen, "--port-file", port_file_};
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     proc_ = std::make_unique<Subprocess>("ms-rendezvousd", args, Subprocess::Env{});
     for (int i = 0; i < 1000 && port_ == 0; ++i) {
@@ -182,11 +184,36 @@ inline std::optional<std::string> JsonField(const std::string& line, const std::
 inline int JsonInt(const std::string& line, const std::string& key) {
   int v = -1;
   auto f = JsonField(line, key);
-  if (f.has_value()) absl::SimpleAtoi(*f, &v);
+  if (f.has_value() && !absl::SimpleAtoi(*f, &v)) v = -1;
   return v;
 }
 
 inline std::string FirstLine(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+// Polls a process's stdout until it contains `needle` (true) or `timeout` passes (false).
+inline bool WaitForStdout(const Subprocess& p, const std::string& needle,
+                          absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (p.Stdout().find(needle) != std::string::npos) return true;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return false;
+}
+
+// The lines of a process's stdout that contain `needle`.
+inline std::vector<std::string> LinesWith(const std::string& text, const std::string& needle) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (line.find(needle) != std::string::npos) out.push_back(line);
+    start = end + 1;
+  }
+  return out;
+}
 
 }  // namespace ms_rendezvous::testing
 

@@ -1,5 +1,6 @@
 // Integration tests: a real RendezvousServer on 127.0.0.1 port 0, driven through the generated
 // gRPC stubs exactly as remote clients would.
+#include <atomic>
 #include <future>
 #include <set>
 #include <string>
@@ -313,6 +314,51 @@ TEST_F(ServerTest, Shutdown_WaitingJoinGetsUnavailableNotAHang) {
   EXPECT_EQ(o.status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_THAT(o.status.error_message(), HasSubstr("shutting down"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
+// Regression: a heartbeat answered "job failed" ended the session from the reactor, racing with
+// (and losing) the JOB_FAILED event the core pushes first. Every survivor must see the event.
+TEST_F(ServerTest, Session_JobFailsWhileHeartbeating_EventAlwaysBeforeTheEnd) {
+  for (int round = 0; round < 20; ++round) {
+    const std::string job = "hb-race-" + std::to_string(round);
+    grpc::ClientContext ca, cb;
+    auto a = stub_->Session(&ca);
+    auto b = stub_->Session(&cb);
+    pb::SessionRequest join;
+    *join.mutable_join()->mutable_member() = Spec(job, "0", 2);
+    ASSERT_TRUE(a->Write(join));
+    *join.mutable_join()->mutable_member() = Spec(job, "1", 2);
+    ASSERT_TRUE(b->Write(join));
+    pb::SessionResponse r;
+    for (auto* s : {a.get(), b.get()}) {  // registered, then topology
+      ASSERT_TRUE(s->Read(&r));
+      EXPECT_TRUE(r.has_registered());
+      ASSERT_TRUE(s->Read(&r));
+      EXPECT_TRUE(r.has_topology());
+    }
+    std::atomic<bool> stop{false};
+    std::thread beats([&] {
+      pb::SessionRequest hb;
+      hb.mutable_heartbeat();
+      while (!stop && b->Write(hb)) {
+      }
+    });
+    pb::SessionRequest report;
+    report.mutable_report_error()->set_reason("collective failed");
+    ASSERT_TRUE(a->Write(report));
+    bool saw_failed = false;
+    while (b->Read(&r)) {
+      if (r.has_event() && r.event().type() == pb::JOB_EVENT_JOB_FAILED) saw_failed = true;
+    }
+    stop = true;
+    beats.join();
+    EXPECT_TRUE(saw_failed) << "round " << round;
+    EXPECT_EQ(b->Finish().error_code(), grpc::StatusCode::ABORTED);
+    ca.TryCancel();
+    while (a->Read(&r)) {
+    }
+    a->Finish();
+  }
 }
 
 TEST(ServerStartTest, BadListenAddress_InvalidArgument) {
