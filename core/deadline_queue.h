@@ -25,6 +25,8 @@ enum class DeadlineKind {
   kForgetJob,        // a finished/failed job is dropped from the registry
   kMemberLiveness,   // a member must have been heard from within MS_NODE_TIMEOUT
   kMemberSuspect,    // a disconnected member must have resumed by now
+  kKvWaiter,         // a blocked KV Get/Wait gives up (waiter_id)
+  kBarrier,          // a barrier instance times out (node_id = name, incarnation = instance)
 };
 
 struct Deadline {
@@ -36,6 +38,7 @@ struct Deadline {
   Role role = Role::kWorker;
   std::string node_id = {};
   uint64_t incarnation = 0;
+  uint64_t waiter_id = 0;  // kKvWaiter only
 };
 
 class DeadlineQueue {

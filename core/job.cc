@@ -43,6 +43,8 @@ std::string DeadList(const std::vector<DeadMember>& dead) {
 
 }  // namespace
 
+// `fn` may be kept and run later by another thread's Deliver call (when it arrives out of
+// order), so it must own everything it uses: capture by value, never by reference.
 bool OrderedDelivery::Deliver(uint64_t seq, absl::AnyInvocable<void()> fn) {
   absl::MutexLock l(&mu_);
   if (seq < next_) return true;  // a closure from before this receiver existed
@@ -68,7 +70,9 @@ Job::Job(Params params, Clock* clock, const RegistryOptions& options, StateStore
       options_(options),
       store_(store),
       deadlines_(deadlines),
-      created_at_(clock->Now()) {
+      created_at_(clock->Now()),
+      kv_(std::make_unique<JobKv>(params_.id, params_.uid, options.kv_limits, clock, store,
+                                  deadlines)) {
   absl::MutexLock l(&mu_);
   topo_deadline_ = params_.topo_timeout_ms < 0
                        ? MonoTime::max()
@@ -162,7 +166,7 @@ void Job::SendRegistered(Member& m, Effects& fx) {
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session,
           ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation}] {
-    order->Deliver(seq, [session, &ref] { session->OnRegistered(ref); });
+    order->Deliver(seq, [session, ref] { session->OnRegistered(ref); });
   });
 }
 
@@ -171,7 +175,7 @@ void Job::SendTopology(Member& m, Effects& fx) {
   m.topology_sent = true;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session, topo = TopologyOf(m)] {
-    order->Deliver(seq, [session, &topo] { session->OnTopology(topo); });
+    order->Deliver(seq, [session, topo] { session->OnTopology(topo); });
   });
 }
 
@@ -179,7 +183,7 @@ void Job::SendEvent(Member& m, std::shared_ptr<const JobEvent> event, Effects& f
   if (!m.session.has_value() || event == nullptr) return;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session, event] {
-    order->Deliver(seq, [session, &event] { session->OnEvent(*event); });
+    order->Deliver(seq, [session, event] { session->OnEvent(*event); });
   });
 }
 
@@ -187,7 +191,7 @@ void Job::EndSession(Member& m, const absl::Status& status, Effects& fx) {
   if (!m.session.has_value()) return;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session, status] {
-    order->Deliver(seq, [session, &status] { session->OnEnd(status); });
+    order->Deliver(seq, [session, status] { session->OnEnd(status); });
   });
   m.session.reset();
 }
@@ -522,6 +526,8 @@ void Job::Fail(const std::string& reason, absl::StatusCode waiter_code,
     }
   }
   waiters_.clear();
+  kv_->Fail(absl::AbortedError(failure_reason_), fx);
+  FailBarriers(absl::AbortedError(failure_reason_), fx);
   PersistJob(fx);
 }
 
@@ -893,6 +899,181 @@ void Job::FinishRestore(JobState state, const std::string& failure_reason) {
   }
 }
 
+
+// --- key/value store and barriers -------------------------------------------------------------
+
+absl::StatusOr<JobKv*> Job::KvFor(const MemberRef& ref) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFailed) return absl::AbortedError(failure_reason_);
+  absl::StatusOr<Member*> m = FindMember(ref);
+  if (!m.ok()) return m.status();
+  if ((*m)->state == MemberState::kDead || (*m)->state == MemberState::kLeft) {
+    return absl::AbortedError(absl::StrCat(Describe(**m), " is ", MemberStateName((*m)->state),
+                                           ": it cannot use the job's store any more"));
+  }
+  return kv_.get();
+}
+
+uint64_t Job::Barrier(const MemberRef& ref, const std::string& name, absl::Duration timeout,
+                      const std::vector<uint32_t>& ranks, StatusCallback done, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  auto reject = [&](absl::Status st) {
+    fx.Add([done = std::move(done), st]() mutable { done(st); });
+    return uint64_t{0};
+  };
+  if (state_ == JobState::kFailed) return reject(absl::AbortedError(failure_reason_));
+  absl::StatusOr<Member*> found = FindMember(ref);
+  if (!found.ok()) return reject(found.status());
+  Member& m = **found;
+  if (!m.has_rank) {
+    return reject(absl::FailedPreconditionError(absl::StrCat(
+        "barrier '", name, "' before job '", params_.id, "' is complete: join first")));
+  }
+  if (name.empty() || name.size() > 256) {
+    return reject(absl::InvalidArgumentError("barrier name must be 1..256 characters"));
+  }
+  if (timeout <= absl::ZeroDuration()) {
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "barrier '", name, "': timeout ", absl::FormatDuration(timeout), " must be > 0")));
+  }
+  const uint32_t world = m.role == Role::kWorker ? params_.worker_num : params_.server_num;
+  std::vector<uint32_t> participants = ranks;
+  if (participants.empty()) {
+    for (uint32_t r = 0; r < world; ++r) participants.push_back(r);
+  }
+  std::sort(participants.begin(), participants.end());
+  participants.erase(std::unique(participants.begin(), participants.end()), participants.end());
+  if (participants.back() >= world) {
+    return reject(absl::InvalidArgumentError(
+        absl::StrCat("barrier '", name, "': rank ", participants.back(), " is out of range 0..",
+                     world - 1, " for ", RoleName(m.role))));
+  }
+  const uint32_t rank = m.placement.rank;
+  if (!std::binary_search(participants.begin(), participants.end(), rank)) {
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "barrier '", name, "': ", Describe(m), " is not one of its participants")));
+  }
+  auto it = barriers_.find(name);
+  if (it != barriers_.end() && !it->second.failure.ok()) {
+    BarrierState& b = it->second;
+    auto late = b.late.find(rank);
+    if (late != b.late.end() && b.role == m.role) {
+      // A late arrival at an instance that timed out gets that instance's error.
+      absl::Status failure = b.failure;
+      b.late.erase(late);
+      if (b.late.empty()) barriers_.erase(it);
+      return reject(failure);
+    }
+    barriers_.erase(it);  // everyone was told: the name starts a new instance
+    it = barriers_.end();
+  }
+  if (it == barriers_.end()) {
+    BarrierState b;
+    b.instance = next_barrier_instance_++;
+    b.role = m.role;
+    b.participants = participants;
+    b.timeout = timeout;
+    it = barriers_.emplace(name, std::move(b)).first;
+    Deadline d{AddDuration(clock_->Now(), timeout), DeadlineKind::kBarrier, params_.id,
+               params_.uid, m.role, name, it->second.instance};
+    deadlines_->Push(std::move(d));
+  }
+  BarrierState& b = it->second;
+  if (b.role != m.role || b.participants != participants) {
+    return reject(absl::FailedPreconditionError(absl::StrCat(
+        "barrier '", name, "': ", Describe(m), " names ", participants.size(),
+        " participants, the barrier's first arrival named ", b.participants.size(),
+        " (", RoleName(b.role), "); every participant must name the same ranks")));
+  }
+  if (b.arrived.contains(rank)) {
+    return reject(absl::FailedPreconditionError(
+        absl::StrCat("barrier '", name, "': ", Describe(m), " is already waiting at it")));
+  }
+  const uint64_t id = NextWaiterId();
+  b.arrived.emplace(rank, id);
+  b.waiters.emplace(id, std::move(done));
+  barrier_waiters_.emplace(id, name);
+  if (b.arrived.size() == b.participants.size()) {
+    for (auto& [wid, cb] : b.waiters) {
+      barrier_waiters_.erase(wid);
+      fx.Add([cb = std::move(cb)]() mutable { cb(absl::OkStatus()); });
+    }
+    barriers_.erase(it);  // complete: the name may be reused at once
+    return 0;
+  }
+  return id;
+}
+
+void Job::CancelBarrierWaiter(uint64_t waiter_id, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  auto w = barrier_waiters_.find(waiter_id);
+  if (w == barrier_waiters_.end()) return;
+  auto it = barriers_.find(w->second);
+  barrier_waiters_.erase(w);
+  if (it == barriers_.end()) return;
+  BarrierState& b = it->second;
+  auto cb = b.waiters.find(waiter_id);
+  if (cb == b.waiters.end()) return;
+  fx.Add([done = std::move(cb->second)]() mutable {
+    done(absl::CancelledError("the barrier call was cancelled by its caller"));
+  });
+  b.waiters.erase(cb);
+  for (auto a = b.arrived.begin(); a != b.arrived.end(); ++a) {
+    if (a->second == waiter_id) {
+      b.arrived.erase(a);  // it left the barrier: the others keep waiting for it
+      break;
+    }
+  }
+  if (b.arrived.empty()) barriers_.erase(it);
+}
+
+void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  auto it = barriers_.find(d.node_id);
+  if (it == barriers_.end() || it->second.instance != d.incarnation || !it->second.failure.ok()) {
+    return;
+  }
+  BarrierState& b = it->second;
+  const MonoTime now = clock_->Now();
+  std::vector<std::string> missing;
+  size_t total = 0;
+  for (uint32_t r : b.participants) {
+    if (b.arrived.contains(r)) continue;
+    b.late.emplace(r, true);
+    if (++total > kMaxListedInMessage) continue;
+    const Member* m = r < by_rank_[static_cast<int>(b.role)].size()
+                          ? by_rank_[static_cast<int>(b.role)][r]
+                          : nullptr;
+    missing.push_back(m == nullptr
+                          ? absl::StrCat("rank ", r)
+                          : absl::StrCat("rank ", r, " (node '", m->node_id, "', host ", m->host,
+                                         ", last seen ",
+                                         FormatSeconds(ToDuration(now - m->last_seen)), " ago)"));
+  }
+  b.failure = absl::DeadlineExceededError(absl::StrCat(
+      "barrier '", d.node_id, "' of job '", params_.id, "' timed out after ",
+      FormatSeconds(b.timeout), ": ", b.arrived.size(), " of ", b.participants.size(), " ",
+      RoleName(b.role), " participants arrived; missing ", absl::StrJoin(missing, ", "),
+      total > missing.size() ? absl::StrCat(" and ", total - missing.size(), " more") : ""));
+  for (auto& [wid, cb] : b.waiters) {
+    barrier_waiters_.erase(wid);
+    fx.Add([cb = std::move(cb), st = b.failure]() mutable { cb(st); });
+  }
+  b.waiters.clear();
+  b.arrived.clear();
+  if (b.late.empty()) barriers_.erase(it);
+}
+
+void Job::FailBarriers(const absl::Status& status, Effects& fx) {
+  for (auto& [name, b] : barriers_) {
+    for (auto& [wid, cb] : b.waiters) {
+      fx.Add([cb = std::move(cb), status]() mutable { cb(status); });
+    }
+  }
+  barriers_.clear();
+  barrier_waiters_.clear();
+}
+
 // --- shutdown, views, watches -----------------------------------------------------------------
 
 void Job::Shutdown(const absl::Status& status, Effects& fx) {
@@ -918,7 +1099,7 @@ void Job::EndWatches(const absl::Status& status, Effects& fx) {
   const uint64_t seq = ++seq_;
   for (auto& [id, w] : watches_) {
     fx.Add([link = w, status, seq] {
-      link.order->Deliver(seq, [watcher = link.watcher, &status] { watcher->OnEnd(status); });
+      link.order->Deliver(seq, [watcher = link.watcher, status] { watcher->OnEnd(status); });
     });
   }
   watches_.clear();
@@ -1093,7 +1274,7 @@ std::shared_ptr<const JobEvent> Job::Emit(JobEventType type, const Member* membe
   for (auto& [id, w] : watches_) {
     fx.Add([link = w, shared] {
       if (!link.order->Deliver(shared->seq,
-                               [watcher = link.watcher, &shared] { watcher->OnEvent(*shared); })) {
+                               [watcher = link.watcher, shared] { watcher->OnEvent(*shared); })) {
         link.watcher->OnEnd(absl::ResourceExhaustedError("watcher fell too far behind"));
       }
     });
@@ -1114,7 +1295,7 @@ uint64_t Job::Watch(std::shared_ptr<JobWatcher> watcher, Effects& fx) {
   snap->message = absl::StrCat("job '", params_.id, "' is ", JobStateName(state_));
   snap->wall_time = clock_->WallNow();
   fx.Add([link, snap = std::shared_ptr<const JobEvent>(std::move(snap))] {
-    link.order->Deliver(snap->seq, [watcher = link.watcher, &snap] { watcher->OnEvent(*snap); });
+    link.order->Deliver(snap->seq, [watcher = link.watcher, snap] { watcher->OnEvent(*snap); });
   });
   return id;
 }

@@ -54,6 +54,7 @@
 #include "core/clock.h"
 #include "core/deadline_queue.h"
 #include "core/effects.h"
+#include "core/job_kv.h"
 #include "core/job_registry.h"
 #include "core/rank_assigner.h"
 #include "core/types.h"
@@ -139,6 +140,16 @@ class Job {
   // Ends every watch (the job is forgotten or replaced).
   void EndWatches(const absl::Status& status, Effects& fx);
 
+  // The job's key/value store, for a registered, live member (`ref`); Aborted once the job failed.
+  absl::StatusOr<JobKv*> KvFor(const MemberRef& ref);
+  uint64_t Barrier(const MemberRef& ref, const std::string& name, absl::Duration timeout,
+                   const std::vector<uint32_t>& ranks, StatusCallback done, Effects& fx);
+  void CancelBarrierWaiter(uint64_t waiter_id, Effects& fx);
+  void OnBarrierDeadline(const Deadline& d, Effects& fx);
+  void RestoreKv(const std::string& key, const std::string& value) { kv_->Restore(key, value); }
+  void OnKvDeadline(uint64_t waiter_id, Effects& fx) { kv_->OnDeadline(waiter_id, fx); }
+  void CancelKvWaiter(uint64_t waiter_id, Effects& fx) { kv_->Cancel(waiter_id, fx); }
+
   bool IsEnded();  // FINISHED or FAILED
   JobState state();
   JobSummary Summary();
@@ -178,6 +189,20 @@ class Job {
     std::shared_ptr<OrderedDelivery> order;
   };
   using MemberMap = absl::node_hash_map<std::string, Member>;
+  // One instance of a named barrier (see Barrier()).
+  struct BarrierState {
+    uint64_t instance = 0;
+    Role role = Role::kWorker;
+    std::vector<uint32_t> participants;  // sorted ranks
+    absl::btree_map<uint32_t, uint64_t> arrived;  // rank -> waiter id
+    absl::flat_hash_map<uint64_t, StatusCallback> waiters;
+    absl::Duration timeout;
+    // After a timeout: the failure, and the participants that have not been told yet (a late
+    // arrival gets the same error; the name is free again once everyone was told).
+    absl::Status failure;
+    absl::btree_map<uint32_t, bool> late;
+  };
+  void FailBarriers(const absl::Status& status, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status Validate(const MemberSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Shared by both join flavours: validation, recovery, registration. On success returns the
@@ -253,6 +278,11 @@ class Job {
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::btree_map<uint64_t, WatchLink> watches_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, BarrierState> barriers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::string> barrier_waiters_ ABSL_GUARDED_BY(mu_);  // -> name
+  uint64_t next_barrier_instance_ ABSL_GUARDED_BY(mu_) = 1;
+  // Own mutex; never locked before mu_ (order: job -> kv).
+  const std::unique_ptr<JobKv> kv_;
 };
 
 }  // namespace ms_rendezvous::core

@@ -92,10 +92,6 @@ uint64_t NextIncarnation() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-uint64_t NextWaiterId() {
-  static std::atomic<uint64_t> next{1};
-  return next.fetch_add(1, std::memory_order_relaxed);
-}
 
 }  // namespace
 
@@ -305,12 +301,126 @@ void JobRegistry::Unwatch(const std::string& job_id, uint64_t watch_id) {
   if (job != nullptr) job->Unwatch(watch_id);
 }
 
+
+// --- key/value store and barriers -------------------------------------------------------------
+
+namespace {
+// Runs `fn(kv)` for a live member's job, or completes `fail` with why it cannot.
+template <typename Done>
+bool WithKv(JobRegistry& reg, const std::shared_ptr<Job>& job, const MemberRef& ref, Done& done,
+            JobKv** kv) {
+  if (job == nullptr) {
+    done(absl::NotFoundError(
+        absl::StrCat("job '", ref.job_id, "' is unknown to this daemon; join it first")));
+    return false;
+  }
+  absl::StatusOr<JobKv*> found = job->KvFor(ref);
+  if (!found.ok()) {
+    done(found.status());
+    return false;
+  }
+  *kv = *found;
+  return true;
+}
+}  // namespace
+
+void JobRegistry::KvSet(const MemberRef& ref, std::string key, std::string value,
+                        StatusCallback done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
+  kv->Set(std::move(key), std::move(value), std::move(done), fx);
+}
+
+uint64_t JobRegistry::KvGet(const MemberRef& ref, const std::string& key, absl::Duration timeout,
+                            ValueCallback done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return 0;
+  return kv->Get(key, timeout, std::move(done), fx);
+}
+
+uint64_t JobRegistry::KvWait(const MemberRef& ref, const std::vector<std::string>& keys,
+                             absl::Duration timeout, StatusCallback done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return 0;
+  return kv->Wait(keys, timeout, std::move(done), fx);
+}
+
+void JobRegistry::KvAdd(const MemberRef& ref, const std::string& key, int64_t delta,
+                        absl::AnyInvocable<void(absl::StatusOr<int64_t>)> done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
+  kv->Add(key, delta, std::move(done), fx);
+}
+
+void JobRegistry::KvCompareSet(const MemberRef& ref, const std::string& key,
+                               const std::string& expected, std::string desired,
+                               absl::AnyInvocable<void(absl::StatusOr<CompareSetResult>)> done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
+  kv->CompareSet(key, expected, std::move(desired), std::move(done), fx);
+}
+
+void JobRegistry::KvDelete(const MemberRef& ref, const std::string& key,
+                           absl::AnyInvocable<void(absl::StatusOr<bool>)> done) {
+  Effects fx;
+  JobKv* kv = nullptr;
+  if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
+  kv->Delete(key, std::move(done), fx);
+}
+
+absl::StatusOr<KvPage> JobRegistry::KvList(const MemberRef& ref, const std::string& prefix,
+                                           const std::string& after, size_t limit) {
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id, "' is unknown to this daemon"));
+  }
+  absl::StatusOr<JobKv*> kv = job->KvFor(ref);
+  if (!kv.ok()) return kv.status();
+  return (*kv)->List(prefix, after, limit);
+}
+
+absl::StatusOr<uint64_t> JobRegistry::KvNumKeys(const MemberRef& ref) {
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id, "' is unknown to this daemon"));
+  }
+  absl::StatusOr<JobKv*> kv = job->KvFor(ref);
+  if (!kv.ok()) return kv.status();
+  return (*kv)->NumKeys();
+}
+
+uint64_t JobRegistry::Barrier(const MemberRef& ref, const std::string& name,
+                              absl::Duration timeout, const std::vector<uint32_t>& ranks,
+                              StatusCallback done) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    done(absl::NotFoundError(
+        absl::StrCat("job '", ref.job_id, "' is unknown to this daemon; join it first")));
+    return 0;
+  }
+  return job->Barrier(ref, name, timeout, ranks, std::move(done), fx);
+}
+
+void JobRegistry::CancelWaiter(const std::string& job_id, uint64_t waiter_id) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) return;
+  job->CancelKvWaiter(waiter_id, fx);
+  job->CancelBarrierWaiter(waiter_id, fx);
+}
+
 absl::Status JobRegistry::Restore(const StoredState& state) {
   absl::MutexLock l(&mu_);
   if (!jobs_.empty()) {
     return absl::FailedPreconditionError("Restore() must run before the registry serves");
   }
-  size_t next_member = 0;
+  size_t next_member = 0, next_kv = 0;
   for (const JobRecord& r : state.jobs) {
     Job::Params p;
     p.id = r.job_id;
@@ -327,6 +437,11 @@ absl::Status JobRegistry::Restore(const StoredState& state) {
     }
     while (next_member < state.members.size() && state.members[next_member].job_id == r.job_id) {
       job->RestoreMember(state.members[next_member++]);
+    }
+    while (next_kv < state.kv.size() && state.kv[next_kv].job_id < r.job_id) ++next_kv;
+    while (next_kv < state.kv.size() && state.kv[next_kv].job_id == r.job_id) {
+      job->RestoreKv(state.kv[next_kv].key, state.kv[next_kv].value);
+      ++next_kv;
     }
     job->FinishRestore(r.state, r.failure_reason);
     if (r.state == JobState::kFinished || r.state == JobState::kFailed) {
@@ -351,6 +466,12 @@ MonoTime JobRegistry::ProcessDeadlines() {
       case DeadlineKind::kMemberLiveness:
       case DeadlineKind::kMemberSuspect:
         if (job->OnMemberDeadline(d, fx)) ScheduleForget(job);
+        break;
+      case DeadlineKind::kKvWaiter:
+        job->OnKvDeadline(d.waiter_id, fx);
+        break;
+      case DeadlineKind::kBarrier:
+        job->OnBarrierDeadline(d, fx);
         break;
       case DeadlineKind::kForgetJob: {
         absl::MutexLock l(&mu_);

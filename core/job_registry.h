@@ -31,6 +31,7 @@
 #include "core/clock.h"
 #include "core/deadline_queue.h"
 #include "core/effects.h"
+#include "core/job_kv.h"
 #include "core/types.h"
 #include "store/state_store.h"
 
@@ -50,6 +51,8 @@ struct RegistryOptions {
   absl::Duration finished_job_ttl = absl::Hours(1);
   // A watcher that has this many undelivered events is disconnected (ResourceExhausted).
   size_t max_watch_backlog = 10000;
+  // Limits of each job's key/value store (--kv-max-* flags).
+  KvLimits kv_limits;
 };
 
 // Completes a Join: the member's topology, or why it has none.
@@ -161,6 +164,36 @@ class JobRegistry {
   absl::StatusOr<uint64_t> Watch(const std::string& job_id, std::shared_ptr<JobWatcher> watcher);
   // Unsubscribes (no OnEnd call follows). No-op for an unknown id.
   void Unwatch(const std::string& job_id, uint64_t watch_id);
+
+  // --- Job key/value store and barriers -----------------------------------------------------
+  // Every call names the calling member: NotFound/Aborted when it is not (any more) a member of
+  // the job; Aborted with the job's failure once the job failed. Callbacks run exactly once,
+  // outside core locks, after the change is durable. Blocking calls return a waiter id for
+  // CancelWaiter (0 when `done` already ran).
+  void KvSet(const MemberRef& ref, std::string key, std::string value, StatusCallback done);
+  // timeout: 0 = try once (NotFound when missing); InfiniteDuration = until the job ends.
+  uint64_t KvGet(const MemberRef& ref, const std::string& key, absl::Duration timeout,
+                 ValueCallback done);
+  uint64_t KvWait(const MemberRef& ref, const std::vector<std::string>& keys,
+                  absl::Duration timeout, StatusCallback done);
+  void KvAdd(const MemberRef& ref, const std::string& key, int64_t delta,
+             absl::AnyInvocable<void(absl::StatusOr<int64_t>)> done);
+  void KvCompareSet(const MemberRef& ref, const std::string& key, const std::string& expected,
+                    std::string desired,
+                    absl::AnyInvocable<void(absl::StatusOr<CompareSetResult>)> done);
+  void KvDelete(const MemberRef& ref, const std::string& key,
+                absl::AnyInvocable<void(absl::StatusOr<bool>)> done);
+  absl::StatusOr<KvPage> KvList(const MemberRef& ref, const std::string& prefix,
+                                const std::string& after, size_t limit);
+  absl::StatusOr<uint64_t> KvNumKeys(const MemberRef& ref);
+  // Blocks until every participant (ranks of the caller's role; empty = all of them) arrived.
+  // Possible errors: FailedPrecondition (job not complete, participant sets disagree, already
+  // waiting), InvalidArgument (rank out of range, caller not a participant, timeout <= 0),
+  // DeadlineExceeded listing who did not arrive (also for late arrivals), Aborted (job failed).
+  uint64_t Barrier(const MemberRef& ref, const std::string& name, absl::Duration timeout,
+                   const std::vector<uint32_t>& ranks, StatusCallback done);
+  // A blocked KV call or barrier whose caller went away.
+  void CancelWaiter(const std::string& job_id, uint64_t waiter_id);
 
   // Rebuilds jobs and members from a StateStore after a daemon restart. Call once, before
   // serving. Every member gets one node timeout (its job's MS_NODE_TIMEOUT) to resume its

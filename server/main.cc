@@ -135,6 +135,8 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  // A crash prints its signal and stack to the journal instead of vanishing silently.
+  google::InstallFailureSignalHandler();
 
   Flags flags;
   std::string error;

@@ -23,13 +23,16 @@ class MemoryStateStore final : public StateStore {
 
   // Applies one mutation to maps keyed like the durable stores (shared by tests).
   using MemberKey = std::tuple<std::string, int, std::string>;
+  using KvKey = std::pair<std::string, std::string>;
   static void Apply(const Mutation& m, std::map<std::string, JobRecord>& jobs,
-                    std::map<MemberKey, MemberRecord>& members);
+                    std::map<MemberKey, MemberRecord>& members,
+                    std::map<KvKey, std::string>& kv);
 
  private:
   absl::Mutex mu_;
   std::map<std::string, JobRecord> jobs_ ABSL_GUARDED_BY(mu_);
   std::map<MemberKey, MemberRecord> members_ ABSL_GUARDED_BY(mu_);
+  std::map<KvKey, std::string> kv_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace ms_rendezvous::core

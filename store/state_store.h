@@ -58,16 +58,25 @@ struct MemberRecord {
   uint32_t num_nodes = 0;
 };
 
+// One key of a job's key/value store. Key: (job_id, key); keys and values are bytes.
+struct KvRecord {
+  std::string job_id;
+  std::string key;
+  std::string value;
+};
+
 struct Mutation {
-  enum class Kind { kPutJob, kDeleteJob, kPutMember, kDeleteMember };
+  enum class Kind { kPutJob, kDeleteJob, kPutMember, kDeleteMember, kPutKv, kDeleteKv };
   Kind kind = Kind::kPutJob;
-  JobRecord job;        // kPutJob; kDeleteJob uses job.job_id (and removes its members)
+  JobRecord job;        // kPutJob; kDeleteJob uses job.job_id (and removes its members and keys)
   MemberRecord member;  // kPutMember; kDeleteMember uses job_id, role, node_id
+  KvRecord kv;          // kPutKv; kDeleteKv uses job_id, key
 };
 
 struct StoredState {
   std::vector<JobRecord> jobs;        // ordered by job id
   std::vector<MemberRecord> members;  // ordered by (job id, role, node id)
+  std::vector<KvRecord> kv;           // ordered by (job id, key)
 };
 
 class StateStore {

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/job.h"
 #include "core/job_registry.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -465,6 +466,35 @@ TEST_F(LivenessTest, Watch_SeesSuspectAndResumed) {
   absl::MutexLock l(&w->mu);
   EXPECT_THAT(w->types, ::testing::ElementsAre(JobEventType::kSnapshot, JobEventType::kMemberSuspect,
                                                JobEventType::kMemberResumed));
+}
+
+}  // namespace
+}  // namespace ms_rendezvous::core
+
+namespace ms_rendezvous::core {
+namespace {
+
+// Regression: Job's closures captured their payload by reference to the enclosing effect; a
+// closure delivered out of order is stored and run later by another thread, after that effect
+// was destroyed (daemon segfault in the kill -9 while forming e2e test). Stored closures must
+// own their payload.
+TEST(OrderedDeliveryTest, OutOfOrderClosureRunsLaterWithItsOwnPayload) {
+  OrderedDelivery order(0, 10);
+  std::vector<std::string> got;
+  {
+    auto payload = std::make_shared<std::string>("second");
+    EXPECT_TRUE(order.Deliver(1, [&got, payload] { got.push_back(*payload); }));
+  }  // the creator's copy is gone; the stored closure keeps its own
+  EXPECT_TRUE(got.empty());
+  EXPECT_TRUE(order.Deliver(0, [&got] { got.push_back("first"); }));
+  EXPECT_THAT(got, ::testing::ElementsAre("first", "second"));
+}
+
+TEST(OrderedDeliveryTest, BacklogOverflow_ReportsFalse) {
+  OrderedDelivery order(0, 2);
+  EXPECT_TRUE(order.Deliver(2, [] {}));
+  EXPECT_TRUE(order.Deliver(3, [] {}));
+  EXPECT_FALSE(order.Deliver(4, [] {}));
 }
 
 }  // namespace
