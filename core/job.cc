@@ -115,6 +115,7 @@ MemberRecord Job::RecordOf(const Member& m) const {
   r.host = m.host;
   r.host_name = m.host_name;
   r.device_id = m.device_id;
+  r.device_ip = m.device_ip;
   r.incarnation = m.incarnation;
   // Liveness suspicion is not durable: after a restart every member gets a fresh grace.
   r.state = m.state == MemberState::kSuspect
@@ -298,6 +299,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   m.host_key = HostKey(spec.host);
   m.host_name = spec.host_name;
   m.device_id = spec.device_id;
+  m.device_ip = spec.device_ip;
   m.role = spec.role;
   m.incarnation = incarnation;
   m.heartbeat_disabled = spec.heartbeat_disabled;
@@ -331,6 +333,7 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effec
   m.host = spec.host;
   m.host_key = HostKey(spec.host);
   m.host_name = spec.host_name;
+  m.device_ip = spec.device_ip;
   ++host_counts_[m.host];
   m.incarnation = incarnation;
   m.heartbeat_disabled = spec.heartbeat_disabled;
@@ -841,6 +844,7 @@ void Job::RestoreMember(const MemberRecord& r) {
   m.host_key = HostKey(r.host);
   m.host_name = r.host_name;
   m.device_id = r.device_id;
+  m.device_ip = r.device_ip;
   m.role = r.role;
   m.state = r.state;
   m.reason = r.reason;
@@ -1151,6 +1155,7 @@ MemberInfo Job::InfoOf(const Member& m, MonoTime now) const {
   info.incarnation = m.incarnation;
   info.reason = m.reason;
   info.connected = m.session.has_value();
+  info.device_ip = m.device_ip;
   return info;
 }
 

@@ -169,6 +169,7 @@ class Job {
     std::string host_key;  // HostKey(host)
     std::string host_name;
     int32_t device_id = -1;
+    std::string device_ip;
     Role role = Role::kWorker;
     MemberState state = MemberState::kWaiting;
     std::optional<uint32_t> pinned_rank;

@@ -61,6 +61,10 @@ absl::Status ValidateSpec(const MemberSpec& s) {
     return absl::InvalidArgumentError(absl::StrCat("host_name=", Quote(s.host_name),
                                                    " is longer than 255 characters"));
   }
+  if (s.device_ip.size() > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_DEVICE_IP=", Quote(s.device_ip),
+                                                   " is longer than 64 characters"));
+  }
   if (s.device_id < -1) {
     return absl::InvalidArgumentError(
         absl::StrCat("DEVICE_ID=", s.device_id, " must be >= 0 (or unset)"));

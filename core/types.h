@@ -40,6 +40,7 @@ struct MemberSpec {
   int64_t node_timeout_ms = 0;  // MS_NODE_TIMEOUT; 0: registry default; < 0: never
   bool enable_recovery = false;  // MS_ENABLE_RECOVERY
   bool heartbeat_disabled = false;  // MS_DISABLE_HEARTBEAT: a connected session proves liveness
+  std::string device_ip;            // MS_DEVICE_IP, for HCCL rank tables
 };
 
 // A member's placement, delivered when its job is complete.
@@ -82,6 +83,7 @@ struct MemberInfo {
   uint64_t incarnation = 0;
   std::string reason;      // why it is dead / failed
   bool connected = false;  // holds a live session
+  std::string device_ip;
 };
 
 // A member that died, as told to every survivor.

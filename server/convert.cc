@@ -110,6 +110,7 @@ absl::StatusOr<core::MemberSpec> SpecFromProto(const pb::MemberSpec& in) {
   s.node_timeout_ms = in.node_timeout_ms();
   s.enable_recovery = in.enable_recovery();
   s.heartbeat_disabled = in.heartbeat_disabled();
+  s.device_ip = in.device_ip();
   return s;
 }
 
@@ -153,6 +154,7 @@ void MemberInfoToProto(const core::MemberInfo& in, pb::MemberInfo* out) {
   out->set_incarnation(in.incarnation);
   out->set_reason(in.reason);
   out->set_connected(in.connected);
+  out->set_device_ip(in.device_ip);
 }
 
 void DeadMemberToProto(const core::DeadMember& in, pb::DeadMember* out) {

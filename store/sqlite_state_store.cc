@@ -45,6 +45,7 @@ struct MemberRecordAsStored {
   Role role;
   std::string node_id, host, host_name;
   int32_t device_id;
+  std::string device_ip;
   uint64_t incarnation;
   MemberState state;
   std::string reason;
@@ -88,7 +89,14 @@ CREATE TABLE members (
   local_world_size INTEGER NOT NULL,
   node_rank        INTEGER NOT NULL,
   num_nodes        INTEGER NOT NULL,
+  device_ip        TEXT    NOT NULL,  -- MS_DEVICE_IP, '' when unknown
   PRIMARY KEY (job_id, role, node_id)
+) WITHOUT ROWID;
+CREATE TABLE kv (
+  job_id           TEXT    NOT NULL,
+  key              BLOB    NOT NULL,  -- bytes; BLOB order = memcmp = std::string order
+  value            BLOB    NOT NULL,
+  PRIMARY KEY (job_id, key)
 ) WITHOUT ROWID;
 )sql";
 
@@ -98,10 +106,14 @@ constexpr const char* kPutJob =
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE job_id = ?1";
 constexpr const char* kDeleteJobMembers = "DELETE FROM members WHERE job_id = ?1";
+constexpr const char* kDeleteJobKv = "DELETE FROM kv WHERE job_id = ?1";
+constexpr const char* kPutKv = "INSERT OR REPLACE INTO kv (job_id, key, value) VALUES (?1, ?2, ?3)";
+constexpr const char* kDeleteKv = "DELETE FROM kv WHERE job_id = ?1 AND key = ?2";
+constexpr const char* kLoadKv = "SELECT job_id, key, value FROM kv ORDER BY job_id, key";
 constexpr const char* kPutMember =
     "INSERT OR REPLACE INTO members (job_id, role, node_id, host, host_name, device_id, "
-    "incarnation, state, reason, rank, local_rank, local_world_size, node_rank, num_nodes) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    "incarnation, state, reason, rank, local_rank, local_world_size, node_rank, num_nodes, "
+    "device_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 constexpr const char* kDeleteMember =
     "DELETE FROM members WHERE job_id = ?1 AND role = ?2 AND node_id = ?3";
 constexpr const char* kLoadJobs =
@@ -109,7 +121,7 @@ constexpr const char* kLoadJobs =
     "recovery_enabled, state, failure_reason FROM jobs ORDER BY job_id";
 constexpr const char* kLoadMembers =
     "SELECT job_id, role, node_id, host, host_name, device_id, incarnation, state, reason, rank, "
-    "local_rank, local_world_size, node_rank, num_nodes FROM members "
+    "local_rank, local_world_size, node_rank, num_nodes, device_ip FROM members "
     "ORDER BY job_id, role, node_id";
 
 std::string ErrnoText(int err) { return std::strerror(err); }
@@ -257,6 +269,11 @@ int BindText(sqlite3_stmt* stmt, int index, const std::string& value) {
                            SQLITE_TRANSIENT);
 }
 
+// Keys and values are bytes (may hold NULs): stored as BLOBs.
+int BindBlob(sqlite3_stmt* stmt, int index, const std::string& value) {
+  return sqlite3_bind_blob64(stmt, index, value.data(), value.size(), SQLITE_TRANSIENT);
+}
+
 std::string ColumnText(sqlite3_stmt* stmt, int col) {
   const unsigned char* text = sqlite3_column_text(stmt, col);
   if (text == nullptr) return std::string();
@@ -283,9 +300,13 @@ struct SqliteStateStore::Statements {
   sqlite3_stmt* delete_job_members = nullptr;
   sqlite3_stmt* put_member = nullptr;
   sqlite3_stmt* delete_member = nullptr;
+  sqlite3_stmt* delete_job_kv = nullptr;
+  sqlite3_stmt* put_kv = nullptr;
+  sqlite3_stmt* delete_kv = nullptr;
 
   ~Statements() {
-    for (sqlite3_stmt* s : {put_job, delete_job, delete_job_members, put_member, delete_member}) {
+    for (sqlite3_stmt* s : {put_job, delete_job, delete_job_members, put_member, delete_member,
+                            delete_job_kv, put_kv, delete_kv}) {
       sqlite3_finalize(s);  // no-op on nullptr
     }
   }
@@ -394,7 +415,10 @@ absl::Status SqliteStateStore::Init(int lock_fd, sqlite3* db) {
                  {kDeleteJob, &stmts_->delete_job},
                  {kDeleteJobMembers, &stmts_->delete_job_members},
                  {kPutMember, &stmts_->put_member},
-                 {kDeleteMember, &stmts_->delete_member}};
+                 {kDeleteMember, &stmts_->delete_member},
+                 {kDeleteJobKv, &stmts_->delete_job_kv},
+                 {kPutKv, &stmts_->put_kv},
+                 {kDeleteKv, &stmts_->delete_kv}};
   for (const auto& p : prepare) {
     rc = sqlite3_prepare_v3(db_, p.sql, -1, SQLITE_PREPARE_PERSISTENT, p.stmt, nullptr);
     if (rc != SQLITE_OK) return OpenError(db_, rc, db_path_, "cannot prepare a statement");
@@ -504,6 +528,9 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       absl::Status s = run(stmts_->delete_job_members,
                            BindText(stmts_->delete_job_members, 1, m.job.job_id), what.c_str());
       if (!s.ok()) return s;
+      s = run(stmts_->delete_job_kv, BindText(stmts_->delete_job_kv, 1, m.job.job_id),
+              what.c_str());
+      if (!s.ok()) return s;
       return run(stmts_->delete_job, BindText(stmts_->delete_job, 1, m.job.job_id), what.c_str());
     }
     case Mutation::Kind::kPutMember: {
@@ -525,6 +552,7 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 12, r.local_world_size);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 13, r.node_rank);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 14, r.num_nodes);
+      if (rc == SQLITE_OK) rc = BindText(st, 15, r.device_ip);
       return run(
           st, rc,
           absl::StrCat("cannot write member '", r.node_id, "' of job '", r.job_id, "'").c_str());
@@ -538,6 +566,19 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       return run(
           st, rc,
           absl::StrCat("cannot delete member '", r.node_id, "' of job '", r.job_id, "'").c_str());
+    }
+    case Mutation::Kind::kPutKv: {
+      sqlite3_stmt* st = stmts_->put_kv;
+      int rc = BindText(st, 1, m.kv.job_id);
+      if (rc == SQLITE_OK) rc = BindBlob(st, 2, m.kv.key);
+      if (rc == SQLITE_OK) rc = BindBlob(st, 3, m.kv.value);
+      return run(st, rc, absl::StrCat("cannot write a key of job '", m.kv.job_id, "'").c_str());
+    }
+    case Mutation::Kind::kDeleteKv: {
+      sqlite3_stmt* st = stmts_->delete_kv;
+      int rc = BindText(st, 1, m.kv.job_id);
+      if (rc == SQLITE_OK) rc = BindBlob(st, 2, m.kv.key);
+      return run(st, rc, absl::StrCat("cannot delete a key of job '", m.kv.job_id, "'").c_str());
     }
   }
   return absl::InvalidArgumentError("sqlite state store: unknown mutation kind");
@@ -601,6 +642,7 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
               ColumnInt(stmt, 11, &r.local_world_size) && ColumnInt(stmt, 12, &r.node_rank) &&
               ColumnInt(stmt, 13, &r.num_nodes);
     r.reason = ColumnText(stmt, 8);
+    r.device_ip = ColumnText(stmt, 14);
     if (ok && sqlite3_column_type(stmt, 9) != SQLITE_NULL) {
       uint32_t rank = 0;
       ok = ColumnInt(stmt, 9, &rank);
@@ -612,6 +654,15 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
     out.members.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE) return fail(SqliteStatus(db_, rc, db_path_, "cannot read members"));
+  sqlite3_finalize(stmt);
+  stmt = nullptr;
+
+  rc = sqlite3_prepare_v2(db_, kLoadKv, -1, &stmt, nullptr);
+  if (rc != SQLITE_OK) return fail(SqliteStatus(db_, rc, db_path_, "cannot read keys"));
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    out.kv.push_back(KvRecord{ColumnText(stmt, 0), ColumnText(stmt, 1), ColumnText(stmt, 2)});
+  }
+  if (rc != SQLITE_DONE) return fail(SqliteStatus(db_, rc, db_path_, "cannot read keys"));
   sqlite3_finalize(stmt);
   stmt = nullptr;
   rc = Exec(db_, "COMMIT");

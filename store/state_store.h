@@ -48,6 +48,7 @@ struct MemberRecord {
   std::string host;
   std::string host_name;
   int32_t device_id = -1;
+  std::string device_ip;
   uint64_t incarnation = 0;
   MemberState state = MemberState::kWaiting;  // never kSuspect (liveness is not persisted)
   std::string reason;                          // why DEAD / FAILED

@@ -136,7 +136,12 @@ std::string Dump(const StoredState& s) {
         << " inc=" << m.incarnation << " state=" << static_cast<int>(m.state)
         << " reason=" << ::testing::PrintToString(m.reason)
         << " rank=" << (m.rank ? std::to_string(*m.rank) : "none") << " lr=" << m.local_rank
-        << " lws=" << m.local_world_size << " nr=" << m.node_rank << " nn=" << m.num_nodes << "}\n";
+        << " lws=" << m.local_world_size << " nr=" << m.node_rank << " nn=" << m.num_nodes
+        << " dip=" << ::testing::PrintToString(m.device_ip) << "}\n";
+  }
+  for (const KvRecord& kv : s.kv) {
+    out << "kv{" << ::testing::PrintToString(kv.job_id) << " "
+        << ::testing::PrintToString(kv.key) << "=" << ::testing::PrintToString(kv.value) << "}\n";
   }
   return out.str();
 }
@@ -208,7 +213,18 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   m.member.local_world_size = 2;
   m.member.node_rank = 3;
   m.member.num_nodes = std::numeric_limits<uint32_t>::max();
+  m.member.device_ip = "192.168.100.7";
   batch.push_back(m);
+  for (const std::string& key : {std::string("k"), std::string("bin\0key\xff", 8)}) {
+    Mutation kv;
+    kv.kind = Mutation::Kind::kPutKv;
+    kv.kv = KvRecord{job.job.job_id, key, std::string("v\0\x01", 3)};
+    batch.push_back(kv);
+  }
+  Mutation empty_value;
+  empty_value.kind = Mutation::Kind::kPutKv;
+  empty_value.kv = KvRecord{"plain", "empty", ""};
+  batch.push_back(empty_value);
   Mutation unranked = PutMember(job.job.job_id, "unranked");
   unranked.member.rank = std::nullopt;
   unranked.member.state = MemberState::kWaiting;
@@ -236,6 +252,29 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   auto reopened = MustOpen(dir.path());
   ASSERT_NE(reopened, nullptr);
   EXPECT_EQ(DumpLoad(*reopened), want);
+}
+
+TEST(SqliteStateStoreTest, KeysDeleteAndCascadeWithTheirJob) {
+  ScratchDir dir;
+  auto store = MustOpen(dir.path());
+  ASSERT_NE(store, nullptr);
+  auto put = [](const std::string& job, const std::string& key) {
+    Mutation m;
+    m.kind = Mutation::Kind::kPutKv;
+    m.kv = KvRecord{job, key, "v-" + key};
+    return m;
+  };
+  Mutation del = put("a", "k1");
+  del.kind = Mutation::Kind::kDeleteKv;
+  std::vector<std::vector<Mutation>> batches = {
+      {PutJob("a"), PutJob("b"), put("a", "k1"), put("a", "k2"), put("b", "k1")},
+      {del},
+      {DeleteJob("b")}};
+  for (const auto& b : batches) ASSERT_THAT(CommitAndWait(*store, b), IsOk());
+  EXPECT_EQ(DumpLoad(*store), OracleDump(batches));
+  auto state = store->Load();
+  ASSERT_EQ(state->kv.size(), 1u);  // a/k2 only: a/k1 deleted, b's keys went with b
+  EXPECT_EQ(state->kv[0].key, "k2");
 }
 
 TEST(SqliteStateStoreTest, LoadOfEmptyStoreIsEmpty) {
