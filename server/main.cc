@@ -36,6 +36,10 @@ constexpr char kUsage[] =
     "  --disconnect-grace DUR        how long a member whose session dropped may take to\n"
     "                                resume before it is declared dead (default 2s)\n"
     "  --max-watch-backlog N         events a slow watcher may lag before it is cut (10000)\n"
+    "  --kv-max-key-bytes N          longest key of a job's key/value store (4096)\n"
+    "  --kv-max-value-bytes N        largest value (1048576)\n"
+    "  --kv-max-keys-per-job N       keys per job (1000000)\n"
+    "  --kv-max-bytes-per-job N      bytes of keys and values per job (1073741824)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
@@ -112,6 +116,18 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       }
     } else if (name == "shutdown-grace") {
       if (!ParseDurationFlag(name, value, &flags->shutdown_grace, error)) return false;
+    } else if (name == "kv-max-key-bytes" || name == "kv-max-value-bytes" ||
+               name == "kv-max-keys-per-job" || name == "kv-max-bytes-per-job") {
+      size_t v = 0;
+      if (!absl::SimpleAtoi(value, &v) || v == 0) {
+        *error = absl::StrCat("--", name, "=\"", value, "\" must be an integer >= 1");
+        return false;
+      }
+      auto& kv = flags->server.registry.kv_limits;
+      (name == "kv-max-key-bytes"      ? kv.max_key_bytes
+       : name == "kv-max-value-bytes"  ? kv.max_value_bytes
+       : name == "kv-max-keys-per-job" ? kv.max_keys_per_job
+                                       : kv.max_bytes_per_job) = v;
     } else if (name == "max-watch-backlog") {
       if (!absl::SimpleAtoi(value, &flags->server.registry.max_watch_backlog) ||
           flags->server.registry.max_watch_backlog == 0) {
@@ -180,6 +196,10 @@ int main(int argc, char** argv) {
             << " default_topo_timeout=" << absl::FormatDuration(reg.default_topo_timeout)
             << " finished_job_ttl=" << absl::FormatDuration(reg.finished_job_ttl)
             << " max_watch_backlog=" << reg.max_watch_backlog
+            << " kv_max_key_bytes=" << reg.kv_limits.max_key_bytes
+            << " kv_max_value_bytes=" << reg.kv_limits.max_value_bytes
+            << " kv_max_keys_per_job=" << reg.kv_limits.max_keys_per_job
+            << " kv_max_bytes_per_job=" << reg.kv_limits.max_bytes_per_job
             << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
             << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)
             << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " state="

@@ -47,6 +47,7 @@ struct RendezvousServer::Impl {
   std::unique_ptr<core::JobRegistry> registry;
   std::unique_ptr<RendezvousService> rendezvous;
   std::unique_ptr<AdminService> admin;
+  std::unique_ptr<JobStoreService> job_store;
   std::unique_ptr<grpc::Server> server;
   std::string dial_host;
   std::thread deadline_thread;
@@ -127,6 +128,7 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   }
   impl->rendezvous = std::make_unique<RendezvousService>(impl->registry.get());
   impl->admin = std::make_unique<AdminService>(impl->registry.get());
+  impl->job_store = std::make_unique<JobStoreService>(impl->registry.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -135,6 +137,7 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(impl->rendezvous.get());
   builder.RegisterService(impl->admin.get());
+  builder.RegisterService(impl->job_store.get());
   // A waiting Join may sit idle for the whole topology timeout: keepalive pings detect a dead
   // peer (power loss, blackholed network) so its member is withdrawn instead of blocking the job.
   // gRPC enables SO_REUSEPORT by default: a second daemon (or a stale embedded scheduler) on the

@@ -55,6 +55,43 @@ class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::Callbac
   core::JobRegistry* const registry_;
 };
 
+// Worker-facing job key/value store and barriers. Blocking calls are parked in the core.
+class JobStoreService final : public ::ms::rendezvous::v1::JobStore::CallbackService {
+ public:
+  explicit JobStoreService(core::JobRegistry* registry) : registry_(registry) {}
+
+  grpc::ServerUnaryReactor* Set(grpc::CallbackServerContext* ctx,
+                                const ::ms::rendezvous::v1::KvSetRequest* req,
+                                ::ms::rendezvous::v1::KvSetResponse* resp) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx,
+                                const ::ms::rendezvous::v1::KvGetRequest* req,
+                                ::ms::rendezvous::v1::KvGetResponse* resp) override;
+  grpc::ServerUnaryReactor* Wait(grpc::CallbackServerContext* ctx,
+                                 const ::ms::rendezvous::v1::KvWaitRequest* req,
+                                 ::ms::rendezvous::v1::KvWaitResponse* resp) override;
+  grpc::ServerUnaryReactor* Add(grpc::CallbackServerContext* ctx,
+                                const ::ms::rendezvous::v1::KvAddRequest* req,
+                                ::ms::rendezvous::v1::KvAddResponse* resp) override;
+  grpc::ServerUnaryReactor* CompareSet(grpc::CallbackServerContext* ctx,
+                                       const ::ms::rendezvous::v1::KvCompareSetRequest* req,
+                                       ::ms::rendezvous::v1::KvCompareSetResponse* resp) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* ctx,
+                                   const ::ms::rendezvous::v1::KvDeleteRequest* req,
+                                   ::ms::rendezvous::v1::KvDeleteResponse* resp) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* ctx,
+                                 const ::ms::rendezvous::v1::KvListRequest* req,
+                                 ::ms::rendezvous::v1::KvListResponse* resp) override;
+  grpc::ServerUnaryReactor* NumKeys(grpc::CallbackServerContext* ctx,
+                                    const ::ms::rendezvous::v1::KvNumKeysRequest* req,
+                                    ::ms::rendezvous::v1::KvNumKeysResponse* resp) override;
+  grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx,
+                                    const ::ms::rendezvous::v1::BarrierRequest* req,
+                                    ::ms::rendezvous::v1::BarrierResponse* resp) override;
+
+ private:
+  core::JobRegistry* const registry_;
+};
+
 }  // namespace ms_rendezvous::server
 
 #endif  // MS_RENDEZVOUS_SERVER_SERVICES_H_
