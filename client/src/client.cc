@@ -193,6 +193,7 @@ MemberInfo FromProto(const pb::MemberInfo& m) {
   out.host = m.host();
   out.host_name = m.host_name();
   out.device_id = m.device_id();
+  out.device_ip = m.device_ip();
   out.state = FromProto(m.state());
   out.last_heartbeat_age_s = m.last_heartbeat_age_s();
   out.incarnation = m.incarnation();
@@ -537,6 +538,7 @@ pb::SessionRequest ClientImpl::JoinRequest() const {
   spec->set_host(options_.worker_ip);
   spec->set_host_name(options_.host_name);
   spec->set_device_id(options_.device_id);
+  spec->set_device_ip(options_.device_ip);
   spec->set_worker_num(options_.worker_num);
   spec->set_server_num(options_.server_num);
   const bool forever = options_.topo_timeout == absl::InfiniteDuration();

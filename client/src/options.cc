@@ -282,6 +282,13 @@ absl::Status ParseIdentity(const EnvLookup& env, ClientOptions& o) {
     }
     o.device_id = static_cast<int32_t>(id);
   }
+  if (std::optional<std::string> v = Get(env, "MS_DEVICE_IP")) {
+    if (!IsIpLiteral(*v)) {
+      return Invalid("MS_DEVICE_IP", *v, "is not a valid device IP address",
+                     "an IPv4 or IPv6 literal such as 192.168.100.1 or fd00::1 (not a host name)");
+    }
+    o.device_ip = *v;
+  }
   if (std::optional<std::string> v = Get(env, "MS_JOB_ID")) {
     if (!IsJobId(*v)) {
       return Invalid("MS_JOB_ID", *v, "is not a valid job id",
@@ -452,6 +459,9 @@ absl::Status ValidateClientOptions(const ClientOptions& o) {
   }
   if (!o.worker_ip.empty() && !IsIpLiteral(o.worker_ip)) {
     return bad("worker_ip", o.worker_ip, "an IPv4 or IPv6 literal");
+  }
+  if (!o.device_ip.empty() && !IsIpLiteral(o.device_ip)) {
+    return bad("device_ip", o.device_ip, "an IPv4 or IPv6 literal (empty = unknown)");
   }
   if (o.device_id < -1) {
     return bad("device_id", absl::StrCat(o.device_id), "-1 (unset) or 0..2147483647");

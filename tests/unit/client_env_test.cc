@@ -371,6 +371,33 @@ TEST_F(EnvTest, DeviceId_Zero_IsAccepted) {
   EXPECT_EQ(Parse()->device_id, 0);
 }
 
+TEST_F(EnvTest, DeviceIp_Unset_IsEmpty) { EXPECT_EQ(Parse()->device_ip, ""); }
+
+TEST_F(EnvTest, DeviceIp_Ipv4AndIpv6_AreAccepted) {
+  env_["MS_DEVICE_IP"] = "192.168.100.1";
+  EXPECT_EQ(Parse()->device_ip, "192.168.100.1");
+  env_["MS_DEVICE_IP"] = " fd00::7 ";
+  EXPECT_EQ(Parse()->device_ip, "fd00::7");
+  env_["MS_DEVICE_IP"] = "";
+  EXPECT_EQ(Parse()->device_ip, "");
+}
+
+TEST_F(EnvTest, DeviceIp_HostName_NamesVariableAndValue) {
+  ExpectError("MS_DEVICE_IP", "npu0.local",
+              "MS_DEVICE_IP=\"npu0.local\" is not a valid device IP address: expected an IPv4 or "
+              "IPv6 literal such as 192.168.100.1 or fd00::1 (not a host name)");
+}
+
+TEST(ValidateClientOptionsTest, BadDeviceIp_NamesField) {
+  ClientOptions o;
+  o.sched_host = "127.0.0.1";
+  o.worker_num = 1;
+  o.device_ip = "300.1.1.1";
+  EXPECT_EQ(ValidateClientOptions(o).message(),
+            "ClientOptions.device_ip=\"300.1.1.1\" is invalid: expected an IPv4 or IPv6 literal "
+            "(empty = unknown)");
+}
+
 TEST_F(EnvTest, JobId_BadCharacter_NamesValueAndAllowed) {
   ExpectError("MS_JOB_ID", "my job",
               "MS_JOB_ID=\"my job\" is not a valid job id: expected 1..128 characters of "

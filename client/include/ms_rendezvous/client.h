@@ -103,6 +103,7 @@ struct MemberInfo {
   std::string host;
   std::string host_name;
   int32_t device_id = -1;
+  std::string device_ip;  // MS_DEVICE_IP as reported by the member; empty when unknown
   MemberState state = MemberState::kUnknown;
   double last_heartbeat_age_s = 0;
   uint64_t incarnation = 0;

@@ -14,6 +14,9 @@
 //   MS_NODE_ID               1..128 printable chars, no spaces; numeric=rank   default random UUID
 //   MS_WORKER_IP             IPv4/IPv6 literal this process talks on        default: peer address
 //   DEVICE_ID                0..2147483647                                  default unset (-1)
+//   MS_DEVICE_IP             IPv4/IPv6 literal of this process's device NIC default unset ("")
+//                            (NPU/GPU RoCE address; goes into HCCL rank tables, see
+//                            topology_export.h)
 //   MS_JOB_ID                1..128 of [A-Za-z0-9._:-]                      default "default"
 //   MS_TOPO_TIMEOUT          seconds, > 0; negative = wait forever          default 1800
 //   MS_RETRY_INTERVAL_LOWER  heartbeat interval bounds, seconds (0.01..3600)
@@ -77,6 +80,9 @@ struct ClientOptions {
   std::string host_name;
   // DEVICE_ID, -1 when unset. Orders ranks within one host.
   int32_t device_id = -1;
+  // MS_DEVICE_IP: the device (NPU/GPU NIC) address, an IPv4 or IPv6 literal; empty = unknown.
+  // Reported to the daemon and listed in the member table (MemberInfo::device_ip).
+  std::string device_ip;
   std::string job_id = kDefaultJobId;
   // How long the job may take to form. absl::InfiniteDuration() waits forever.
   absl::Duration topo_timeout = kDefaultTopoTimeout;
