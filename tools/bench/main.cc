@@ -5,9 +5,11 @@
 //                            [--unary] [--daemon-pid PID] [--daemon PATH] [--daemon-arg ARG]...
 //   ms-rendezvous-bench failure --members N [--connections C] [--disconnect-grace DUR] ...
 //   ms-rendezvous-bench restart --members N [--connections C] ...
+//   ms-rendezvous-bench kv --members N [--connections C] [--clients K] [--ops M]
+//                          [--value-bytes B] [--depth D] [--waiters W] [--durable] ...
 //
 // join: members join over Session streams (what the client library does); --unary uses one
-// Join RPC each instead. failure and restart: see liveness_scenarios.h.
+// Join RPC each instead. failure and restart: see liveness_scenarios.h. kv: see kv_scenario.h.
 //
 // Without --server it starts its own daemon (ms-rendezvousd next to this executable, on a free
 // port) and stops it afterwards, so the daemon's CPU and RSS can be read from /proc. Prints a human
@@ -47,6 +49,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -54,6 +57,7 @@
 #include "absl/time/clock.h"
 #include "glog/logging.h"
 #include "tools/bench/join_scenario.h"
+#include "tools/bench/kv_scenario.h"
 #include "tools/bench/liveness_scenarios.h"
 #include "tools/bench/local_daemon.h"
 #include "tools/common/json.h"
@@ -63,7 +67,7 @@ namespace ms_rendezvous::bench {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: ms-rendezvous-bench join|failure|restart --members N [options]\n"
+    "usage: ms-rendezvous-bench join|failure|restart|kv --members N [options]\n"
     "\n"
     "scenarios:\n"
     "  join     N members join one job and wait for its topology, each over its own Session\n"
@@ -75,6 +79,10 @@ constexpr char kUsage[] =
     "           the daemon is kill -9'd and restarted on the same port; every member resumes\n"
     "           (retrying with jittered backoff); measures kill -> all resumed, checks ranks\n"
     "           and generations are unchanged\n"
+    "  kv       N session members join one job (untimed); K clients (members) Set M distinct\n"
+    "           keys, then Get them, D calls in flight each: set/get ops/s and latency; then W\n"
+    "           members park a blocking Get of one key and one member Sets it: time from the\n"
+    "           Set call to the last waiter released, every waiter checked for the value\n"
     "\n"
     "options:\n"
     "  --members N          members to join (default 1000)\n"
@@ -100,7 +108,16 @@ constexpr char kUsage[] =
     "                       Members of every round stay joined until the last round ended\n"
     "  --daemon-pid PID     pid of the daemon behind --server (same host), for CPU/RSS figures\n"
     "  --daemon PATH        daemon binary to start (default: ms-rendezvousd next to this binary)\n"
-    "  --daemon-arg ARG     extra argument for the started daemon (repeatable)\n";
+    "  --daemon-arg ARG     extra argument for the started daemon (repeatable)\n"
+    "\n"
+    "kv options:\n"
+    "  --clients K          concurrent clients, each a member (default min(8, N))\n"
+    "  --ops M              Sets (distinct keys), then as many Gets (default 10000)\n"
+    "  --value-bytes B      value size (default 64)\n"
+    "  --depth D            RPCs in flight per client (default 16)\n"
+    "  --waiters W          members parking a Get of one key, W <= N (default N; 0: skip)\n"
+    "  --durable            start the daemon with a temporary --state-dir (SQLite: Sets are\n"
+    "                       durable, group-committed); --daemon-arg --state-dir=DIR works too\n";
 
 // File descriptors the bench needs beside one per connection: gRPC's epoll and wakeup fds,
 // stdio, /proc reads. Generous, because running out mid-run shows up as confusing UNAVAILABLEs.
@@ -134,6 +151,11 @@ struct Args {
   std::string daemon_binary;
   std::vector<std::string> daemon_args;
   std::optional<absl::Duration> disconnect_grace;
+  // kv
+  KvOptions kv;
+  bool clients_set = false;
+  bool waiters_set = false;
+  bool durable = false;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args* args) {
@@ -160,6 +182,10 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
     }
     if (arg == "--unary") {
       args->join.unary = true;
+      continue;
+    }
+    if (arg == "--durable") {
+      args->durable = true;
       continue;
     }
     std::string name(arg), value;
@@ -215,16 +241,60 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       args->daemon_binary = value;
     } else if (name == "--daemon-arg") {
       args->daemon_args.push_back(value);
+    } else if (name == "--clients") {
+      if (!absl::SimpleAtoi(value, &args->kv.clients) || args->kv.clients < 1) {
+        return bad("a positive count");
+      }
+      args->clients_set = true;
+    } else if (name == "--ops") {
+      // The daemon's default --kv-max-keys-per-job is 1,000,000 (one key is the release key).
+      if (!absl::SimpleAtoi(value, &args->kv.ops) || args->kv.ops > 999999) {
+        return bad("0..999999");
+      }
+    } else if (name == "--value-bytes") {
+      if (!absl::SimpleAtoi(value, &args->kv.value_bytes) || args->kv.value_bytes > 1048576) {
+        return bad("0..1048576 (the daemon's default --kv-max-value-bytes)");
+      }
+    } else if (name == "--depth") {
+      if (!absl::SimpleAtoi(value, &args->kv.depth) || args->kv.depth < 1 ||
+          args->kv.depth > 10000) {
+        return bad("1..10000");
+      }
+    } else if (name == "--waiters") {
+      if (!absl::SimpleAtoi(value, &args->kv.waiters)) return bad("a count");
+      args->waiters_set = true;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown option ", name));
     }
   }
   if (args->scenario.empty()) {
-    return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart)");
+    return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart, kv)");
   }
-  if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart") {
+  if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart" &&
+      args->scenario != "kv") {
     return absl::InvalidArgumentError(absl::StrCat("unknown scenario \"", args->scenario,
-                                                   "\" (available: join, failure, restart)"));
+                                                   "\" (available: join, failure, restart, kv)"));
+  }
+  if (args->scenario != "kv" && (args->clients_set || args->waiters_set || args->durable)) {
+    return absl::InvalidArgumentError("--clients, --waiters and --durable are kv options");
+  }
+  if (args->scenario == "kv") {
+    if (!args->clients_set) args->kv.clients = std::min<uint32_t>(8, args->join.members);
+    if (!args->waiters_set) args->kv.waiters = args->join.members;
+    if (args->kv.clients > args->join.members) {
+      return absl::InvalidArgumentError(absl::StrCat("--clients ", args->kv.clients,
+                                                     " exceeds --members ", args->join.members,
+                                                     " (every client is a member)"));
+    }
+    if (args->kv.waiters > args->join.members) {
+      return absl::InvalidArgumentError(absl::StrCat("--waiters ", args->kv.waiters,
+                                                     " exceeds --members ", args->join.members,
+                                                     " (every waiter is a member)"));
+    }
+    if (args->durable && args->server) {
+      return absl::InvalidArgumentError(
+          "--durable starts the bench's own daemon with a state dir: not with --server");
+    }
   }
   if (args->scenario != "join" && (args->warmup || args->repeat != 1 || args->join.unary)) {
     return absl::InvalidArgumentError("--warmup, --repeat and --unary are join options");
@@ -343,14 +413,36 @@ int Main(int argc, char** argv) {
       daemon_args.push_back(
           absl::StrCat("--disconnect-grace=", absl::FormatDuration(*args.disconnect_grace)));
     }
-    absl::StatusOr<std::unique_ptr<LocalDaemon>> started = LocalDaemon::Start(
-        binary, daemon_args, absl::Seconds(20), /*state_dir=*/args.scenario == "restart");
+    absl::StatusOr<std::unique_ptr<LocalDaemon>> started =
+        LocalDaemon::Start(binary, daemon_args, absl::Seconds(20),
+                           /*state_dir=*/args.scenario == "restart" || args.durable);
     if (!started.ok()) return fail(started.status());
     daemon = std::move(*started);
     daemon_pid = daemon->pid();
     args.join.server = daemon->address();
     LOG(INFO) << "started " << binary << " (pid " << daemon->pid() << ") on " << daemon->address()
               << ", log " << daemon->log_path();
+  }
+
+  if (args.scenario == "kv") {
+    KvOptions ko = args.kv;
+    ko.server = args.join.server;
+    ko.job_id = args.join.job_id;
+    ko.members = args.join.members;
+    ko.connections = args.join.connections;
+    ko.topo_timeout_s = args.join.topo_timeout_s;
+    ko.node_timeout_s = args.join.node_timeout_s;
+    ko.named_nodes = args.join.named_nodes;
+    ko.daemon_pid = daemon_pid;
+    if (args.server) {
+      ko.store = "unknown";
+    } else {
+      ko.store = args.durable ? "sqlite" : "memory";
+      for (const std::string& a : args.daemon_args) {
+        if (absl::StartsWith(a, "--state-dir")) ko.store = "sqlite";
+      }
+    }
+    return RunKv(ko, daemon.get());
   }
 
   if (args.scenario != "join") {
