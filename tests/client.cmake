@@ -13,6 +13,13 @@ else()
 endif()
 target_link_libraries(client_env_test PRIVATE ms_rendezvous GTest::gtest GTest::gmock)
 
+# Rank table, hostfile and launch env (pure functions over a member table), and the strict
+# HCCL rank table reader.
+if(COMMAND msr_unit_test)
+  msr_unit_test(topology_export_test ${CMAKE_CURRENT_LIST_DIR}/unit/topology_export_test.cc)
+  target_link_libraries(topology_export_test PRIVATE ms_rendezvous)
+endif()
+
 # The client library against an in-process RendezvousServer on port 0 (and a scripted fake
 # daemon for the answers a real one gives only in a race).
 if(COMMAND msr_integration_test)
