@@ -330,7 +330,7 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
   const double join_s = static_cast<double>(join_end - join_start) / 1e9;
 
   // 2. Sets, then Gets of the same keys.
-  ProcStats before_ops, after_sets, after_gets, before_release, after_release;
+  ProcStats before_ops, after_sets, after_gets, before_release, at_set, after_release;
   double set_s = 0, get_s = 0, set_cpu_s = 0, get_cpu_s = 0;
   std::vector<int64_t> set_lat, get_lat;
   uint64_t set_errors = 0, get_errors = 0;
@@ -449,6 +449,7 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
     set.request.set_value(value);
     set.ctx.set_deadline(DeadlineIn(o.timeout));
     set.countdown = &set_done;
+    sample(&at_set);
     LOG(INFO) << "member 0 sets '" << kReleaseKey << "'";
     set.start_ns = NowNs();
     kv_raw[0]->async()->Set(&set.ctx, &set.request, &set.response, &set);
@@ -535,8 +536,8 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
   const double ops_cpu = after_gets.cpu_s > 0 ? after_gets.cpu_s - before_ops.cpu_s : 0;
   const double set_daemon_cpu = after_sets.cpu_s > 0 ? after_sets.cpu_s - before_ops.cpu_s : 0;
   const double get_daemon_cpu = after_gets.cpu_s > 0 ? after_gets.cpu_s - after_sets.cpu_s : 0;
-  const double release_cpu =
-      after_release.cpu_s > 0 ? after_release.cpu_s - before_release.cpu_s : 0;
+  const double park_cpu = at_set.cpu_s > 0 ? at_set.cpu_s - before_release.cpu_s : 0;
+  const double release_cpu = after_release.cpu_s > 0 ? after_release.cpu_s - at_set.cpu_s : 0;
   const int64_t peak_kib = std::max(ops_peak.peak_kib, after_release.peak_kib);
   const uint64_t errors = join_failed + set_errors + get_errors + rel.errors + rel.early;
 
@@ -572,7 +573,8 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
                                                                  rel.p99_ms)});
     table.AddRow({"  released with the value", absl::StrCat(rel.released, " of ", o.waiters)});
     if (have_stats) {
-      table.AddRow({"  daemon cpu (park + release)", absl::StrFormat("%.2f s", release_cpu)});
+      table.AddRow({"  daemon cpu park / release",
+                    absl::StrFormat("%.2f / %.2f s", park_cpu, release_cpu)});
       table.AddRow({"  daemon peak rss (release)",
                     absl::StrFormat("%d KiB%s", after_release.peak_kib,
                                     peak_reset ? "" : " (since daemon start)")});
@@ -609,6 +611,7 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
   w.Key("set_ack_ms").Double(rel.set_ack_ms, 3);
   if (have_stats) {
     w.Key("daemon_cpu_s").Double(ops_cpu, 2);
+    w.Key("park_daemon_cpu_s").Double(park_cpu, 2);
     w.Key("release_daemon_cpu_s").Double(release_cpu, 2);
     w.Key("daemon_peak_rss_kib").Int(peak_kib);
   }

@@ -3,8 +3,10 @@
 # small jobs one-connection-per-member and multiplexed, over Session streams and (--unary) Join
 # RPCs, with and without a warm-up round and repeated rounds; runs the failure scenario (one
 # member's stream broken, every survivor told) and the restart scenario (daemon kill -9'd and
-# restarted, every member resumes); each exits 0 and ends with the documented JSON line. Catches a
-# broken join/liveness path or report format long before anyone runs the real figures.
+# restarted, every member resumes) and the kv scenario (Sets and Gets by a few client members,
+# then one Set releasing every parked Get, in memory and with --state-dir); each exits 0 and ends
+# with the documented JSON line. Catches a broken join/liveness/KV path or report format long
+# before anyone runs the real figures.
 # Deterministic: pass/fail depends on counts (notified, false detections, rank changes, errors),
 # never on how fast a loaded machine is.
 #
@@ -77,6 +79,19 @@ re+=',"resume_from_up_s":'$snum',"p50_ms":'$snum',"p99_ms":'$snum',"resumed":40,
 re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,"join_s":'$num'\}$'
 json_is "$re"
 
+# kv: 4 clients Set and Get 400 keys; 30 parked Gets of one key all released with the value.
+run_bench kv --members 30 --connections 10 --clients 4 --ops 400 --depth 8
+re='^\{"scenario":"kv","members":30,"clients":4,"set_ops_per_s":'$num',"get_ops_per_s":'$num
+re+=',"set_p99_ms":'$num',"get_p99_ms":'$num',"waiters":30,"release_s":'$num',"errors":0'
+re+=',"store":"memory","connections":10,"ops":400,"value_bytes":64,"depth":8,.*"released":30,'
+json_is "$re"
+# Durable (the bench's daemon gets a temporary --state-dir): group-committed Sets.
+run_bench kv --members 12 --clients 3 --ops 90 --waiters 7 --value-bytes 1000 --durable
+re='^\{"scenario":"kv","members":12,"clients":3,"set_ops_per_s":'$num',"get_ops_per_s":'$num
+re+=',"set_p99_ms":'$num',"get_p99_ms":'$num',"waiters":7,"release_s":'$num',"errors":0'
+re+=',"store":"sqlite",.*"released":7,'
+json_is "$re"
+
 # Usage errors exit 2.
 usage_error() {
   "$BENCH" "$@" >/dev/null 2>&1
@@ -88,4 +103,8 @@ usage_error failure --members 1
 usage_error restart --members 10 --server 127.0.0.1:1
 usage_error failure --members 10 --unary
 usage_error nonsense --members 10
+usage_error kv --members 10 --clients 11
+usage_error kv --members 10 --waiters 11
+usage_error kv --members 10 --durable --server 127.0.0.1:1
+usage_error join --members 10 --clients 2
 echo PASS
