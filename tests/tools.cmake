@@ -20,3 +20,14 @@ add_test(NAME tools_bench_smoke
          COMMAND bash ${MSR_TOOLS_SRC}/tools/bench/testing/bench_smoke.sh
                  $<TARGET_FILE:ms-rendezvous-bench>)
 set_tests_properties(tools_ctl_output tools_bench_smoke PROPERTIES TIMEOUT 120 LABELS "e2e;tools")
+
+# Topology export e2e: 8 probes on 2 simulated hosts, `ms-rendezvousctl ranktable|hostfile` and
+# `ms-rendezvous-probe --env`; the rank table is read back by ParseHcclRankTable (this checker).
+add_executable(export_test_ranktable_check ${MSR_TOOLS_SRC}/tools/ctl/testing/ranktable_check.cc)
+target_link_libraries(export_test_ranktable_check PRIVATE ms_rendezvous)
+set_target_properties(export_test_ranktable_check PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                                                             ${CMAKE_BINARY_DIR}/tests)
+add_test(NAME tools_export
+         COMMAND bash ${MSR_TOOLS_SRC}/tools/ctl/testing/export_test.sh
+                 $<TARGET_FILE_DIR:ms-rendezvousctl> $<TARGET_FILE:export_test_ranktable_check>)
+set_tests_properties(tools_export PROPERTIES TIMEOUT 120 LABELS "e2e;tools")

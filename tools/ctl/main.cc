@@ -1,6 +1,7 @@
 // ms-rendezvousctl: inspect a running ms-rendezvousd over gRPC (RendezvousAdmin + Health).
 //
 //   ms-rendezvousctl [--server HOST:PORT] [--json] [--timeout-s S] COMMAND [ARGS]
+//   ms-rendezvousctl [--role worker|pserver] [--allow-missing-device-ip] ranktable|hostfile ID
 //
 // Exit codes: 0 success, 1 RPC error (printed as "ms-rendezvousctl: CODE: message") or, for
 // `health`, a daemon that is not SERVING; 2 usage error.
@@ -27,6 +28,9 @@
 #include "core/status_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
+#include "ms_rendezvous/client.h"
+#include "ms_rendezvous/options.h"
+#include "ms_rendezvous/topology_export.h"
 #include "tools/common/grpc_status.h"
 #include "tools/common/json.h"
 #include "tools/common/server_address.h"
@@ -39,6 +43,8 @@ namespace health = ::grpc::health::v1;
 
 constexpr char kUsage[] =
     "usage: ms-rendezvousctl [--server HOST:PORT] [--json] [--timeout-s S] COMMAND\n"
+    "       ms-rendezvousctl [--role worker|pserver] [--allow-missing-device-ip] ranktable ID\n"
+    "       ms-rendezvousctl [--role worker|pserver] hostfile ID\n"
     "\n"
     "commands:\n"
     "  jobs          list the jobs the daemon knows\n"
@@ -50,17 +56,30 @@ constexpr char kUsage[] =
     "  watch ID      stream a job's events, one line each, until the stream ends (failures\n"
     "                list the dead members)\n"
     "  health        daemon serving status (exit 0 when SERVING, 1 otherwise)\n"
+    "  ranktable ID  HCCL rank table v1.0 (JSON, every value a string) of a complete job, for\n"
+    "                RANK_TABLE_FILE: servers = host addresses in node order, device_id =\n"
+    "                DEVICE_ID (else the local rank), device_ip = MS_DEVICE_IP. Fails when the\n"
+    "                job is not complete, a member reported no MS_DEVICE_IP (unless\n"
+    "                --allow-missing-device-ip: \"0.0.0.0\" is written) or a host's ranks are\n"
+    "                not contiguous\n"
+    "  hostfile ID   OpenMPI hostfile of a complete job: \"HOST slots=N\" per host, node order\n"
     "\n"
     "options:\n"
     "  --server HOST:PORT  daemon address (default: $MS_SCHED_HOST:$MS_SCHED_PORT, else\n"
     "                      127.0.0.1:8118)\n"
     "  --json              print one JSON document (watch: one JSON object per line)\n"
-    "  --timeout-s S       deadline of each unary call in seconds (default 10)\n";
+    "  --timeout-s S       deadline of each unary call in seconds (default 10)\n"
+    "  --role worker|pserver  ranktable, hostfile: the members listed (default worker)\n"
+    "  --allow-missing-device-ip  ranktable: write device_ip \"0.0.0.0\" for members without\n"
+    "                      MS_DEVICE_IP instead of failing (CPU/simulation only: HCCL needs\n"
+    "                      real device addresses across servers)\n";
 
 struct Options {
   std::string server;
   bool json = false;
   double timeout_s = 10;
+  Role role = Role::kWorker;  // ranktable, hostfile
+  bool allow_missing_device_ip = false;
   std::vector<std::string> args;  // command and its operands
 };
 
@@ -88,6 +107,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       options.json = true;
       continue;
     }
+    if (arg == "--allow-missing-device-ip") {
+      options.allow_missing_device_ip = true;
+      continue;
+    }
     // --name VALUE or --name=VALUE
     std::string name(arg), value;
     bool has_value = false;
@@ -96,7 +119,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       value = std::string(arg.substr(eq + 1));
       has_value = true;
     }
-    if (name != "--server" && name != "--timeout-s") {
+    if (name != "--server" && name != "--timeout-s" && name != "--role") {
       return absl::InvalidArgumentError(absl::StrCat("unknown option ", arg));
     }
     if (!has_value) {
@@ -105,7 +128,17 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       }
       value = argv[++i];
     }
-    if (name == "--server") {
+    if (name == "--role") {
+      if (value == "worker" || value == "MS_WORKER") {
+        options.role = Role::kWorker;
+      } else if (value == "pserver" || value == "MS_PSERVER" || value == "server" ||
+                 value == "MS_SERVER") {
+        options.role = Role::kPServer;
+      } else {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--role \"", value, "\" is not a role: expected worker or pserver"));
+      }
+    } else if (name == "--server") {
       if (value.empty()) {
         return absl::InvalidArgumentError("--server needs HOST:PORT");
       }
@@ -233,6 +266,77 @@ class Ctl {
     return 0;
   }
 
+  // `ranktable ID` and `hostfile ID`: the member table of a complete job, exported.
+  absl::StatusOr<int> Export(const std::string& job_id, bool rank_table) {
+    const char* what = rank_table ? "a rank table" : "a hostfile";
+    v1::GetJobRequest job_request;
+    job_request.set_job_id(job_id);
+    job_request.set_max_members(0);
+    v1::GetJobResponse job;
+    {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      RETURN_IF_ERROR(tools::FromGrpc(admin_->GetJob(&ctx, job_request, &job)));
+    }
+    const v1::JobSummary& summary = job.job();
+    switch (summary.state()) {
+      case v1::JOB_STATE_COMPLETE:
+      case v1::JOB_STATE_DEGRADED:  // a dead member's rank is held for it: the layout stands
+      case v1::JOB_STATE_FINISHED:
+        break;
+      case v1::JOB_STATE_FORMING: {
+        uint32_t joined = 0, expected = 0;
+        for (const v1::RoleSummary& role : summary.roles()) {
+          joined += role.joined();
+          expected += role.expected();
+        }
+        return absl::FailedPreconditionError(
+            absl::StrCat("job '", job_id, "' is forming: ", joined, " of ", expected,
+                         " joined; ", what, " needs a complete job"));
+      }
+      case v1::JOB_STATE_FAILED:
+        return absl::FailedPreconditionError(absl::StrCat(
+            "job '", job_id, "' failed",
+            summary.failure_reason().empty() ? "" : absl::StrCat(" (", summary.failure_reason(), ")"),
+            "; ", what, " needs a complete job"));
+      default:
+        return absl::FailedPreconditionError(
+            absl::StrCat("job '", job_id, "' is in an unknown state; ", what,
+                         " needs a complete job"));
+    }
+    std::vector<MemberInfo> members;
+    v1::ListMembersRequest request;
+    request.set_job_id(job_id);
+    request.set_page_size(kMembersPageSize);
+    do {
+      v1::ListMembersResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      RETURN_IF_ERROR(tools::FromGrpc(admin_->ListMembers(&ctx, request, &response)));
+      if (members.empty()) members.reserve(response.total());
+      for (const v1::MemberInfo& m : response.members()) members.push_back(ToMemberInfo(m));
+      request.set_page_token(response.next_page_token());
+    } while (!request.page_token().empty());
+    if (!rank_table) {
+      std::string hostfile = OpenMpiHostfile(members, options_.role);
+      if (hostfile.empty()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("job '", job_id, "' has no ", RoleName(options_.role), " members"));
+      }
+      std::fputs(hostfile.c_str(), stdout);
+      return 0;
+    }
+    RankTableOptions table_options;
+    table_options.require_device_ip = !options_.allow_missing_device_ip;
+    absl::StatusOr<std::string> table = HcclRankTableJson(members, options_.role, table_options);
+    if (!table.ok()) {
+      return absl::Status(table.status().code(),
+                          absl::StrCat("job '", job_id, "': ", table.status().message()));
+    }
+    std::fputs(table->c_str(), stdout);
+    return 0;
+  }
+
   absl::StatusOr<int> Health() {
     health::HealthCheckRequest request;  // service "": the daemon as a whole
     health::HealthCheckResponse response;
@@ -253,6 +357,22 @@ class Ctl {
  private:
   static constexpr uint32_t kJobMembersShown = 20;
   static constexpr uint32_t kMembersPageSize = 1000;
+
+  // The fields the exporters read (topology_export.h works on the client library's MemberInfo).
+  static MemberInfo ToMemberInfo(const v1::MemberInfo& m) {
+    MemberInfo out;
+    out.node_id = m.node_id();
+    out.role = m.role() == v1::ROLE_PSERVER ? Role::kPServer : Role::kWorker;
+    if (m.has_rank()) out.rank = m.rank();
+    out.local_rank = m.local_rank();
+    out.node_rank = m.node_rank();
+    out.host = m.host();
+    out.host_name = m.host_name();
+    out.device_id = m.device_id();
+    out.device_ip = m.device_ip();
+    out.incarnation = m.incarnation();
+    return out;
+  }
 
   void SetDeadline(grpc::ClientContext& ctx) const {
     ctx.set_deadline(std::chrono::system_clock::now() +
@@ -280,7 +400,8 @@ int Main(int argc, char** argv) {
   if (options->args.empty()) return Usage("missing COMMAND");
   const std::string& command = options->args[0];
   size_t operands = options->args.size() - 1;
-  bool takes_job = command == "job" || command == "members" || command == "watch";
+  bool takes_job = command == "job" || command == "members" || command == "watch" ||
+                   command == "ranktable" || command == "hostfile";
   if (takes_job) {
     if (operands != 1) return Usage(absl::StrCat(command, " takes exactly one job ID"));
   } else if (command == "jobs" || command == "health") {
@@ -299,6 +420,8 @@ int Main(int argc, char** argv) {
     result = ctl.Members(options->args[1]);
   } else if (command == "watch") {
     result = ctl.Watch(options->args[1]);
+  } else if (command == "ranktable" || command == "hostfile") {
+    result = ctl.Export(options->args[1], command == "ranktable");
   } else {
     result = ctl.Health();
   }

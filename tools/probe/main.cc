@@ -12,7 +12,9 @@
 //   {"event":"member_dead",...} / {"event":"member_recovered",...}   (MS_ENABLE_RECOVERY=1)
 //   {"event":"resumed","rank":..,"generation":..}   after a transparent reconnect
 //   {"event":"session_lost","job_id":..,"message":..}   resume refused etc.; exit 3
-// --env prints KEY=VALUE lines for the launched process instead of the JSON line.
+// --env prints KEY=VALUE lines for the launched process instead of the JSON line, MASTER_ADDR
+// (rank 0's host, from the member table) and MASTER_PORT (--master-port, default MS_SCHED_PORT+1)
+// included.
 // With MS_ROLE=MS_SCHED it runs the embedded scheduler until the job ends.
 //
 // Exit codes: 0 success, 2 usage or environment error, 3 rendezvous error (the job failed, the
@@ -42,6 +44,7 @@
 #include "ms_rendezvous/client.h"
 #include "ms_rendezvous/options.h"
 #include "ms_rendezvous/scheduler.h"
+#include "ms_rendezvous/topology_export.h"
 #include "tools/probe/json.h"
 
 namespace ms_rendezvous::probe {
@@ -52,11 +55,11 @@ constexpr int kExitUsage = 2;
 constexpr int kExitRendezvous = 3;
 
 constexpr char kUsage[] =
-    "usage: ms-rendezvous-probe [--hold SECONDS] [--env]\n"
+    "usage: ms-rendezvous-probe [--hold SECONDS] [--env [--master-port P]]\n"
     "\n"
     "Joins the job described by the MindSpore environment (MS_ROLE, MS_SCHED_HOST,\n"
     "MS_SCHED_PORT, MS_WORKER_NUM, MS_SERVER_NUM, MS_NODE_ID, MS_WORKER_IP, DEVICE_ID,\n"
-    "MS_JOB_ID, MS_TOPO_TIMEOUT, ...) and prints this process's topology as one JSON line.\n"
+    "MS_DEVICE_IP, MS_JOB_ID, MS_TOPO_TIMEOUT, ...) and prints this process's topology as one JSON line.\n"
     "With MS_ROLE=MS_SCHED it runs an embedded scheduler on MS_SCHED_PORT until the job ends.\n"
     "\n"
     "  --hold SECONDS  keep the session (heartbeats, transparent reconnects) this long before\n"
@@ -70,7 +73,15 @@ constexpr char kUsage[] =
     "rank\n"
     "                    {\"event\":\"session_lost\",\"message\":..}  resume refused -> exit 3\n"
     "                    {\"event\":\"member_left\",...} and other job events (informational)\n"
-    "  --env           print KEY=VALUE lines for the launched process instead of JSON\n"
+    "  --env           print KEY=VALUE lines for the launched process instead of JSON:\n"
+    "                  MS_JOB_ID, MS_ROLE, MS_NODE_ID, MS_WORKER_NUM, MS_SERVER_NUM,\n"
+    "                  RANK_ID, RANK_SIZE, DEVICE_ID (DEVICE_ID if set, else the local rank),\n"
+    "                  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, NODE_RANK,\n"
+    "                  MASTER_ADDR, MASTER_PORT, NUM_NODES, MS_RENDEZVOUS_HOST,\n"
+    "                  MS_RENDEZVOUS_GENERATION. MASTER_ADDR = the host address of rank 0 of\n"
+    "                  this role (read from the job's member table after the join)\n"
+    "  --master-port P MASTER_PORT for --env (1..65535). Default: MS_SCHED_PORT + 1 (65534\n"
+    "                  when MS_SCHED_PORT is 65535); the port must be free on rank 0's host\n"
     "\n"
     "Environment for liveness: MS_NODE_TIMEOUT (s, negative = never), MS_ENABLE_RECOVERY=0|1,\n"
     "MS_DISABLE_HEARTBEAT=1, MS_RETRY_INTERVAL_LOWER/UPPER (s); MS_SCHED_HOST may be a list\n"
@@ -82,6 +93,7 @@ constexpr char kUsage[] =
 struct Args {
   absl::Duration hold = absl::ZeroDuration();
   bool env = false;
+  int master_port = 0;  // 0: MS_SCHED_PORT + 1
   bool help = false;
 };
 
@@ -103,6 +115,20 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       args.help = true;
     } else if (arg == "--env") {
       args.env = true;
+    } else if (arg == "--master-port" || absl::StartsWith(arg, "--master-port=")) {
+      std::string value;
+      if (arg == "--master-port") {
+        if (i + 1 >= argc) return absl::InvalidArgumentError("--master-port needs a port");
+        value = argv[++i];
+      } else {
+        value = arg.substr(strlen("--master-port="));
+      }
+      int port = 0;
+      if (!absl::SimpleAtoi(value, &port) || port < 1 || port > 65535) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--master-port \"", value, "\" is not a valid port: expected an integer in 1..65535"));
+      }
+      args.master_port = port;
     } else if (arg == "--hold" || absl::StartsWith(arg, "--hold=")) {
       std::string value;
       if (arg == "--hold") {
@@ -233,27 +259,24 @@ std::string ShellQuote(absl::string_view value) {
   return out;
 }
 
-// The environment a launcher exports for the training process: MindSpore's names (RANK_ID,
-// RANK_SIZE, DEVICE_ID := local rank) plus the torch.distributed ones.
-std::vector<std::pair<std::string, std::string>> LaunchEnv(const Topology& t) {
-  return {
+// The environment a launcher exports for the training process: the job identity, then
+// topology_export.h's LaunchEnv (MindSpore's RANK_ID, RANK_SIZE, DEVICE_ID and the
+// torch.distributed names with MASTER_ADDR/MASTER_PORT), then extras.
+std::vector<std::pair<std::string, std::string>> ProbeEnv(const Topology& t,
+                                                          const std::string& master_addr,
+                                                          int master_port, int32_t device_id) {
+  std::vector<std::pair<std::string, std::string>> env = {
       {"MS_JOB_ID", t.job_id},
       {"MS_ROLE", std::string(RoleName(t.role))},
       {"MS_NODE_ID", t.node_id},
       {"MS_WORKER_NUM", absl::StrCat(t.worker_num)},
       {"MS_SERVER_NUM", absl::StrCat(t.server_num)},
-      {"RANK_ID", absl::StrCat(t.rank)},
-      {"RANK_SIZE", absl::StrCat(t.world_size)},
-      {"DEVICE_ID", absl::StrCat(t.local_rank)},
-      {"LOCAL_RANK", absl::StrCat(t.local_rank)},
-      {"LOCAL_WORLD_SIZE", absl::StrCat(t.local_world_size)},
-      {"NODE_RANK", absl::StrCat(t.node_rank)},
-      {"NUM_NODES", absl::StrCat(t.num_nodes)},
-      {"RANK", absl::StrCat(t.rank)},
-      {"WORLD_SIZE", absl::StrCat(t.world_size)},
-      {"MS_RENDEZVOUS_HOST", t.host},
-      {"MS_RENDEZVOUS_GENERATION", absl::StrCat(t.generation)},
   };
+  for (auto& kv : LaunchEnv(t, master_addr, master_port, device_id)) env.push_back(std::move(kv));
+  env.push_back({"NUM_NODES", absl::StrCat(t.num_nodes)});
+  env.push_back({"MS_RENDEZVOUS_HOST", t.host});
+  env.push_back({"MS_RENDEZVOUS_GENERATION", absl::StrCat(t.generation)});
+  return env;
 }
 
 int ServeAsScheduler(const ClientOptions& options) {
@@ -296,7 +319,16 @@ int Main(int argc, char** argv) {
   if (!topology.ok()) return Fail(kExitRendezvous, topology.status());
 
   if (args->env) {
-    for (const auto& [key, value] : LaunchEnv(*topology)) {
+    // MASTER_ADDR: rank 0 of this role, from the member table (the topology names only us).
+    absl::StatusOr<std::vector<MemberInfo>> members = (*client)->Members();
+    if (!members.ok()) return Fail(kExitRendezvous, members.status());
+    absl::StatusOr<std::string> master = RankHost(*members, topology->role, 0);
+    if (!master.ok()) return Fail(kExitRendezvous, master.status());
+    const int master_port = args->master_port != 0 ? args->master_port
+                            : options->sched_port < 65535 ? options->sched_port + 1
+                                                          : 65534;
+    for (const auto& [key, value] :
+         ProbeEnv(*topology, *master, master_port, options->device_id)) {
       std::cout << key << "=" << ShellQuote(value) << "\n";
     }
     std::cout << std::flush;
