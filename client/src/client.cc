@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/random/random.h"
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +45,12 @@ constexpr absl::Duration kUnreachableLogEvery = absl::Seconds(30);
 constexpr absl::Duration kUnaryDeadline = absl::Seconds(30);
 constexpr absl::Duration kLeaveDeadline = absl::Seconds(5);
 constexpr uint32_t kMembersPageSize = 1000;
+// KV calls: the RPC deadline of a blocking call is its timeout plus this margin, so that the
+// daemon's own answer (DeadlineExceeded naming what is missing) always wins.
+constexpr absl::Duration kKvDeadlineMargin = absl::Seconds(5);
+constexpr uint32_t kKvListPageSize = 1000;
+// Barrier(InfiniteDuration): the daemon needs a positive timeout.
+constexpr absl::Duration kBarrierForever = absl::Hours(24 * 365);
 // Channel keepalive (see Client::Create): must stay >= the daemon's minimum ping interval (5 s).
 constexpr absl::Duration kKeepaliveTime = absl::Seconds(30);
 constexpr absl::Duration kKeepaliveTimeout = absl::Seconds(10);
@@ -402,6 +409,7 @@ class ClientImpl final : public Client, public SessionInbox {
     for (const auto& channel : channels_) {
       rendezvous_.push_back(pb::Rendezvous::NewStub(channel));
       admin_.push_back(pb::RendezvousAdmin::NewStub(channel));
+      job_store_.push_back(pb::JobStore::NewStub(channel));
     }
   }
 
@@ -429,6 +437,26 @@ class ClientImpl final : public Client, public SessionInbox {
       std::function<void(const JobEvent&)> on_event) override;
   absl::Status ReportError(const std::string& reason) override;
   absl::Status Leave() override { return LeaveImpl(kLeaveDeadline); }
+
+  // Job KV, barriers, root info (client_kv section below).
+  absl::Status KvSet(absl::string_view key, absl::string_view value) override;
+  absl::StatusOr<std::string> KvGet(absl::string_view key, absl::Duration timeout) override;
+  absl::StatusOr<std::string> KvTryGet(absl::string_view key) override;
+  absl::Status KvWait(const std::vector<std::string>& keys, absl::Duration timeout) override;
+  absl::StatusOr<int64_t> KvAdd(absl::string_view key, int64_t delta) override;
+  absl::StatusOr<KvCompareSetResult> KvCompareSet(absl::string_view key,
+                                                  absl::string_view expected,
+                                                  absl::string_view desired) override;
+  absl::StatusOr<bool> KvDelete(absl::string_view key) override;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> KvList(
+      absl::string_view prefix) override;
+  absl::StatusOr<uint64_t> KvNumKeys() override;
+  absl::Status Barrier(const std::string& name, absl::Duration timeout,
+                       std::vector<uint32_t> ranks) override;
+  absl::Status PublishRootInfo(const std::string& group, absl::string_view bytes) override;
+  using Client::FetchRootInfo;
+  absl::StatusOr<std::string> FetchRootInfo(const std::string& group,
+                                            absl::Duration timeout) override;
 
   absl::Status SessionStatus() override {
     absl::MutexLock l(&mu_);
@@ -479,6 +507,17 @@ class ClientImpl final : public Client, public SessionInbox {
   absl::Status AwaitOrSessionFailure(const std::function<bool()>& done, absl::Time deadline,
                                      const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration ReconnectBudget() const;
+  // Starts one JobStore RPC (callback API) for `ref` on `stub`; `done` must be passed to it.
+  using StartRpc = std::function<void(pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                      const pb::MemberRef& ref,
+                                      std::function<void(grpc::Status)> done)>;
+  // Runs one JobStore call for this member: FailedPrecondition when not joined, the session's
+  // status once it failed. Waits through AwaitOrSessionFailure, so the call ends promptly
+  // (its RPC cancelled) when the session fails or the member leaves. `rpc_timeout` is the RPC
+  // deadline (InfiniteDuration: none). Retries once when the member's incarnation changed
+  // under the call (transparent resume).
+  absl::Status InvokeKv(const std::string& what, absl::Duration rpc_timeout,
+                        const StartRpc& start);
   pb::RendezvousAdmin::Stub* admin() {
     return admin_[current_target_.load() % admin_.size()].get();
   }
@@ -488,6 +527,7 @@ class ClientImpl final : public Client, public SessionInbox {
   const std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<pb::Rendezvous::Stub>> rendezvous_;
   std::vector<std::unique_ptr<pb::RendezvousAdmin::Stub>> admin_;
+  std::vector<std::unique_ptr<pb::JobStore::Stub>> job_store_;
   std::atomic<size_t> current_target_{0};
 
   absl::Mutex callback_mu_;
@@ -1194,6 +1234,346 @@ absl::StatusOr<std::unique_ptr<JobWatch>> ClientImpl::Watch(
   return std::unique_ptr<JobWatch>(std::move(watch));
 }
 
+
+// --- Job KV, barriers, root info ------------------------------------------------------------
+
+// (still in the anonymous namespace)
+// "'key'" with non-printable bytes escaped, shortened when long (for messages).
+std::string QuoteKey(absl::string_view key) {
+  constexpr size_t kMax = 200;
+  std::string out = absl::CHexEscape(key.substr(0, kMax));
+  return absl::StrCat("'", out, key.size() > kMax ? "...'" : "'");
+}
+
+// Timeout of a blocking KV call on the wire: 0 = try once, -1 = until the job ends.
+absl::StatusOr<int64_t> KvTimeoutMs(const std::string& what, absl::Duration timeout) {
+  if (timeout == absl::InfiniteDuration()) return int64_t{-1};
+  if (timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": timeout ", absl::FormatDuration(timeout),
+        " is negative (use absl::InfiniteDuration() to wait until the job ends)"));
+  }
+  if (timeout == absl::ZeroDuration()) return int64_t{0};
+  return std::max<int64_t>(1, absl::ToInt64Milliseconds(absl::Ceil(timeout, absl::Milliseconds(1))));
+}
+
+// RPC deadline of a blocking call: its timeout plus the margin; none when infinite.
+absl::Duration KvRpcTimeout(absl::Duration timeout) {
+  if (timeout == absl::InfiniteDuration()) return absl::InfiniteDuration();
+  return timeout + kKvDeadlineMargin;
+}
+
+absl::Status ClientImpl::InvokeKv(const std::string& what, absl::Duration rpc_timeout,
+                                  const StartRpc& start) {
+  // The RPC's completion, written by gRPC's callback and read under mu_ (so that it can be part
+  // of the AwaitOrSessionFailure condition). Shared: the callback may outlive nothing, but the
+  // struct must not depend on which of the two sides finishes last.
+  struct Pending {
+    bool done = false;
+    grpc::Status status;
+  };
+  for (int attempt = 0;; ++attempt) {
+    pb::MemberRef ref;
+    {
+      absl::MutexLock l(&mu_);
+      if (session_failed_) return session_status_;
+      if (!topology_.has_value()) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            what, " of job ", options_.job_id,
+            " needs a joined session: call Join() first (and not after Leave())"));
+      }
+      ref.set_job_id(topology_->job_id);
+      ref.set_role(ToProto(topology_->role));
+      ref.set_node_id(topology_->node_id);
+      ref.set_incarnation(topology_->incarnation);
+    }
+    const size_t target = current_target_.load() % job_store_.size();
+    grpc::ClientContext ctx;
+    if (rpc_timeout != absl::InfiniteDuration()) ctx.set_deadline(DeadlineAfter(rpc_timeout));
+    auto pending = std::make_shared<Pending>();
+    start(job_store_[target].get(), &ctx, ref, [this, pending](grpc::Status st) {
+      absl::MutexLock l(&mu_);
+      pending->status = std::move(st);
+      pending->done = true;
+    });
+
+    absl::Status waited;
+    bool finished;
+    {
+      absl::MutexLock l(&mu_);
+      waited = AwaitOrSessionFailure(
+          [this, &pending]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+            return pending->done || !topology_.has_value();
+          },
+          absl::InfiniteFuture(), what);
+      finished = pending->done;
+    }
+    if (!finished) {
+      // The session failed or the member left while the RPC was pending: do not wait for the
+      // daemon's answer (it may never come); cancel the RPC, which completes it locally.
+      ctx.TryCancel();
+      absl::MutexLock l(&mu_);
+      mu_.Await(absl::Condition(&pending->done));
+      if (!waited.ok()) return waited;
+      if (session_failed_) return session_status_;
+      return absl::FailedPreconditionError(
+          absl::StrCat(what, " of job ", options_.job_id, ": this member left the job"));
+    }
+    const grpc::Status& st = pending->status;
+    if (st.ok()) return absl::OkStatus();
+    {
+      absl::MutexLock l(&mu_);
+      // The job failed: the session's status names the dead (the daemon's Aborted does too,
+      // but a Cancelled/Unavailable of the same moment would not).
+      if (session_failed_) return session_status_;
+      if (attempt == 0 && st.error_code() == grpc::StatusCode::ABORTED && topology_.has_value() &&
+          topology_->incarnation != ref.incarnation()) {
+        continue;  // resumed under the call with a new incarnation: try again once
+      }
+    }
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+        (st.error_message().empty() || st.error_message() == "Deadline Exceeded")) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, ": no answer from ", targets_[target], " within ",
+          absl::FormatDuration(rpc_timeout), " (client-side RPC deadline)"));
+    }
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return absl::UnavailableError(
+          absl::StrCat(what, ": scheduler ", targets_[target], " unavailable: ",
+                       st.error_message()));
+    }
+    return FromGrpc(st);
+  }
+}
+
+absl::Status ClientImpl::KvSet(absl::string_view key, absl::string_view value) {
+  pb::KvSetRequest req;
+  req.set_key(std::string(key));
+  req.set_value(std::string(value));
+  pb::KvSetResponse resp;
+  return InvokeKv(absl::StrCat("KvSet(", QuoteKey(key), ")"), kUnaryDeadline,
+                  [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                      const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                    *req.mutable_member() = ref;
+                    stub->async()->Set(ctx, &req, &resp, std::move(done));
+                  });
+}
+
+absl::StatusOr<std::string> ClientImpl::KvGet(absl::string_view key, absl::Duration timeout) {
+  const std::string what = absl::StrCat("KvGet(", QuoteKey(key), ")");
+  absl::StatusOr<int64_t> timeout_ms = KvTimeoutMs(what, timeout);
+  if (!timeout_ms.ok()) return timeout_ms.status();
+  pb::KvGetRequest req;
+  req.set_key(std::string(key));
+  req.set_timeout_ms(*timeout_ms);
+  pb::KvGetResponse resp;
+  absl::Status st = InvokeKv(what, KvRpcTimeout(timeout),
+                             [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                 const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                               *req.mutable_member() = ref;
+                               stub->async()->Get(ctx, &req, &resp, std::move(done));
+                             });
+  if (!st.ok()) return st;
+  return std::move(*resp.mutable_value());
+}
+
+absl::StatusOr<std::string> ClientImpl::KvTryGet(absl::string_view key) {
+  return KvGet(key, absl::ZeroDuration());
+}
+
+absl::Status ClientImpl::KvWait(const std::vector<std::string>& keys, absl::Duration timeout) {
+  const std::string what =
+      absl::StrCat("KvWait(", keys.size(), keys.size() == 1 ? " key" : " keys", ")");
+  absl::StatusOr<int64_t> timeout_ms = KvTimeoutMs(what, timeout);
+  if (!timeout_ms.ok()) return timeout_ms.status();
+  pb::KvWaitRequest req;
+  for (const std::string& k : keys) req.add_keys(k);
+  req.set_timeout_ms(*timeout_ms);
+  pb::KvWaitResponse resp;
+  return InvokeKv(what, KvRpcTimeout(timeout),
+                  [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                      const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                    *req.mutable_member() = ref;
+                    stub->async()->Wait(ctx, &req, &resp, std::move(done));
+                  });
+}
+
+absl::StatusOr<int64_t> ClientImpl::KvAdd(absl::string_view key, int64_t delta) {
+  pb::KvAddRequest req;
+  req.set_key(std::string(key));
+  req.set_delta(delta);
+  pb::KvAddResponse resp;
+  absl::Status st = InvokeKv(absl::StrCat("KvAdd(", QuoteKey(key), ")"), kUnaryDeadline,
+                             [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                 const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                               *req.mutable_member() = ref;
+                               stub->async()->Add(ctx, &req, &resp, std::move(done));
+                             });
+  if (!st.ok()) return st;
+  return resp.value();
+}
+
+absl::StatusOr<KvCompareSetResult> ClientImpl::KvCompareSet(absl::string_view key,
+                                                            absl::string_view expected,
+                                                            absl::string_view desired) {
+  pb::KvCompareSetRequest req;
+  req.set_key(std::string(key));
+  req.set_expected(std::string(expected));
+  req.set_desired(std::string(desired));
+  pb::KvCompareSetResponse resp;
+  absl::Status st = InvokeKv(absl::StrCat("KvCompareSet(", QuoteKey(key), ")"), kUnaryDeadline,
+                             [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                 const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                               *req.mutable_member() = ref;
+                               stub->async()->CompareSet(ctx, &req, &resp, std::move(done));
+                             });
+  if (!st.ok()) return st;
+  KvCompareSetResult out;
+  out.value = std::move(*resp.mutable_value());
+  out.swapped = resp.swapped();
+  return out;
+}
+
+absl::StatusOr<bool> ClientImpl::KvDelete(absl::string_view key) {
+  pb::KvDeleteRequest req;
+  req.set_key(std::string(key));
+  pb::KvDeleteResponse resp;
+  absl::Status st = InvokeKv(absl::StrCat("KvDelete(", QuoteKey(key), ")"), kUnaryDeadline,
+                             [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                 const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                               *req.mutable_member() = ref;
+                               stub->async()->Delete(ctx, &req, &resp, std::move(done));
+                             });
+  if (!st.ok()) return st;
+  return resp.deleted();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ClientImpl::KvList(
+    absl::string_view prefix) {
+  const std::string what = absl::StrCat("KvList(", QuoteKey(prefix), ")");
+  std::vector<std::pair<std::string, std::string>> out;
+  pb::KvListRequest req;
+  req.set_prefix(std::string(prefix));
+  req.set_page_size(kKvListPageSize);
+  for (;;) {
+    pb::KvListResponse resp;
+    absl::Status st = InvokeKv(what, kUnaryDeadline,
+                               [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                   const pb::MemberRef& ref,
+                                   std::function<void(grpc::Status)> done) {
+                                 *req.mutable_member() = ref;
+                                 stub->async()->List(ctx, &req, &resp, std::move(done));
+                               });
+    if (!st.ok()) return st;
+    for (pb::KvEntry& e : *resp.mutable_entries()) {
+      out.emplace_back(std::move(*e.mutable_key()), std::move(*e.mutable_value()));
+    }
+    if (resp.next_page_token().empty() || resp.entries().empty()) break;
+    req.set_page_token(resp.next_page_token());
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> ClientImpl::KvNumKeys() {
+  pb::KvNumKeysRequest req;
+  pb::KvNumKeysResponse resp;
+  absl::Status st = InvokeKv("KvNumKeys()", kUnaryDeadline,
+                             [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                                 const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                               *req.mutable_member() = ref;
+                               stub->async()->NumKeys(ctx, &req, &resp, std::move(done));
+                             });
+  if (!st.ok()) return st;
+  return resp.num_keys();
+}
+
+absl::Status ClientImpl::Barrier(const std::string& name, absl::Duration timeout,
+                                 std::vector<uint32_t> ranks) {
+  const std::string what = absl::StrCat("Barrier('", name, "')");
+  if (timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": timeout ", absl::FormatDuration(timeout),
+        " must be > 0 (absl::InfiniteDuration() waits until the job ends)"));
+  }
+  const absl::Duration effective =
+      timeout == absl::InfiniteDuration() ? kBarrierForever : timeout;
+  pb::BarrierRequest req;
+  req.set_name(name);
+  req.set_timeout_ms(
+      std::max<int64_t>(1, absl::ToInt64Milliseconds(absl::Ceil(effective, absl::Milliseconds(1)))));
+  for (uint32_t r : ranks) req.add_ranks(r);
+  pb::BarrierResponse resp;
+  return InvokeKv(what, KvRpcTimeout(timeout),
+                  [&](pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
+                      const pb::MemberRef& ref, std::function<void(grpc::Status)> done) {
+                    *req.mutable_member() = ref;
+                    stub->async()->Barrier(ctx, &req, &resp, std::move(done));
+                  });
+}
+
+absl::Status ClientImpl::PublishRootInfo(const std::string& group, absl::string_view bytes) {
+  if (group.empty()) return absl::InvalidArgumentError("PublishRootInfo: empty group name");
+  Topology t;
+  {
+    absl::MutexLock l(&mu_);
+    if (session_failed_) return session_status_;
+    if (!topology_.has_value()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("PublishRootInfo('", group, "') of job ", options_.job_id,
+                       " needs a joined session: call Join() first (and not after Leave())"));
+    }
+    t = *topology_;
+  }
+  if (IsWorldGroup(group) && t.rank != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "PublishRootInfo('", group, "'): only the group's rank 0 publishes its root info; this is ",
+        RoleName(t.role), " rank ", t.rank, " (the others call FetchRootInfo)"));
+  }
+  return KvSet(RootInfoKey(t.role, group), bytes);
+}
+
+absl::StatusOr<std::string> ClientImpl::FetchRootInfo(const std::string& group,
+                                                      absl::Duration timeout) {
+  if (group.empty()) return absl::InvalidArgumentError("FetchRootInfo: empty group name");
+  Role role;
+  {
+    absl::MutexLock l(&mu_);
+    role = topology_.has_value() ? topology_->role : options_.role;
+  }
+  const std::string key = RootInfoKey(role, group);
+  absl::StatusOr<std::string> value = KvGet(key, timeout);
+  if (value.ok() || !absl::IsDeadlineExceeded(value.status())) return value;
+  // Name the root, so that whoever reads the log knows which process to look at.
+  std::string root = absl::StrCat(RoleName(role), " rank 0");
+  if (IsWorldGroup(group)) {
+    absl::StatusOr<std::vector<MemberInfo>> members = Members();
+    bool found = false;
+    if (members.ok()) {
+      for (const MemberInfo& m : *members) {
+        if (m.role == role && m.rank.has_value() && *m.rank == 0) {
+          absl::StrAppend(&root, " (node '", m.node_id, "', host ", m.host.empty() ? "?" : m.host,
+                          m.host_name.empty() ? "" : absl::StrCat(" ", m.host_name), ", ",
+                          MemberStateName(m.state), ")");
+          found = true;
+          break;
+        }
+      }
+    }
+    if (!found) {
+      absl::StrAppend(&root, " (host unknown: ",
+                      members.ok() ? std::string("not in the member table")
+                                   : std::string(members.status().message()),
+                      ")");
+    }
+  } else {
+    absl::StrAppend(&root, " of group '", group, "' (group ranks are not known to the daemon)");
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      "FetchRootInfo('", group, "'): the root info (key '", key, "') was not published within ",
+      TimeoutText(timeout), ": its root is ", root,
+      ", which publishes it with PublishRootInfo; daemon: ", value.status().message()));
+}
+
 std::string LocalHostName() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "";
@@ -1299,6 +1679,15 @@ std::string DescribeDead(const std::vector<DeadMember>& dead) {
   if (dead.size() > kMaxListed)
     parts.push_back(absl::StrCat("and ", dead.size() - kMaxListed, " more"));
   return absl::StrJoin(parts, "; ");
+}
+
+std::string RootInfoKey(Role role, absl::string_view group) {
+  return absl::StrCat(role == Role::kPServer ? "server" : "worker", "_group_info_", group);
+}
+
+bool IsWorldGroup(absl::string_view group) {
+  return group == "hccl_world_group" || group == "nccl_world_group" ||
+         group == "mccl_world_group";
 }
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {

@@ -44,11 +44,13 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "ms_rendezvous/options.h"
 
 namespace ms_rendezvous {
@@ -143,6 +145,12 @@ enum class SessionEventType {
                      // rank or generation changed); `status` says why (Aborted)
 };
 
+// MindSpore's root-info key of `group` for `role`: "worker_group_info_<group>" (kPServer:
+// "server_group_info_<group>").
+std::string RootInfoKey(Role role, absl::string_view group);
+// True for MindSpore's world group names: hccl_world_group, nccl_world_group, mccl_world_group.
+bool IsWorldGroup(absl::string_view group);
+
 // "job_failed", "member_dead", "member_recovered", "resumed", "session_lost".
 absl::string_view SessionEventTypeName(SessionEventType type);
 
@@ -156,6 +164,12 @@ struct SessionEvent {
   std::string message;               // the daemon's detail (or the client's, for kSessionLost)
   absl::Status status;               // kJobFailed, kSessionLost: the session's final status
   std::optional<Topology> topology;  // kResumed: the topology the daemon sent again
+};
+
+// Result of Client::KvCompareSet.
+struct KvCompareSetResult {
+  std::string value;     // the value after the call (desired when swapped, else the current one)
+  bool swapped = false;  // true when the key now holds `desired` because of this call
 };
 
 // A running subscription to a job's events (Client::Watch). Destroying it stops it.
@@ -235,6 +249,100 @@ class Client {
   // the daemon stayed unreachable for the whole node timeout. Every blocked and later call of
   // this client returns this status until the next Join().
   virtual absl::Status SessionStatus() = 0;
+
+  // --- Job key/value store, barriers and root info --------------------------------------------
+  // The job's own KV store in the daemon (invisible to other jobs). Keys and values are bytes.
+  // Every call needs a successful Join() and runs on any thread (several at once are fine: the
+  // calls share nothing but the channel). Blocking calls (KvGet, KvWait, Barrier,
+  // FetchRootInfo) are parked in the daemon, not polled; they also end promptly with
+  // SessionStatus() when this client's session fails (the job failed, seen on the session
+  // stream) even if the daemon's own answer were lost, and their RPC carries a deadline of
+  // timeout + 5 s (none for InfiniteDuration). A reconnect that changes this member's
+  // incarnation is retried once transparently.
+  //
+  // Errors common to every call below:
+  //   FailedPrecondition  not joined (no Join() yet, or after Leave())
+  //   Aborted             the job failed (the message names the dead; the same status as
+  //                       SessionStatus()), or the daemon no longer knows this registration
+  //   Unavailable         the daemon could not be reached (e.g. while the session reconnects)
+  //   DeadlineExceeded    the daemon gave no answer within the call's deadline (non-blocking
+  //                       calls: 30 s)
+
+  // Creates or overwrites `key` and releases every waiter of it.
+  // Possible errors: ResourceExhausted (a KV limit: key length, value size, keys or bytes per
+  // job; the message names the daemon flag).
+  virtual absl::Status KvSet(absl::string_view key, absl::string_view value) = 0;
+
+  // The value of `key`, waiting up to `timeout` for it to be set. InfiniteDuration: until the
+  // job ends; ZeroDuration: try once (as KvTryGet).
+  // Possible errors: DeadlineExceeded (not set in time; names the key), NotFound (timeout 0 and
+  // missing), InvalidArgument (negative timeout).
+  virtual absl::StatusOr<std::string> KvGet(absl::string_view key, absl::Duration timeout) = 0;
+
+  // The value of `key` without waiting.
+  // Possible errors: NotFound (missing).
+  virtual absl::StatusOr<std::string> KvTryGet(absl::string_view key) = 0;
+
+  // Returns once every key exists. InfiniteDuration: until the job ends; ZeroDuration: check
+  // once.
+  // Possible errors: DeadlineExceeded (lists the keys still missing; also for a zero timeout),
+  // InvalidArgument (negative timeout).
+  virtual absl::Status KvWait(const std::vector<std::string>& keys, absl::Duration timeout) = 0;
+
+  // Adds `delta` atomically to the decimal int64 stored at `key` (missing: 0) and returns the
+  // new value.
+  // Possible errors: FailedPrecondition (the current value is not a decimal int64),
+  // ResourceExhausted (a KV limit).
+  virtual absl::StatusOr<int64_t> KvAdd(absl::string_view key, int64_t delta) = 0;
+
+  // torch.distributed.Store compare_set: when the value of `key` equals `expected` (or the key
+  // is missing and `expected` is empty) it becomes `desired`.
+  // Possible errors: ResourceExhausted (a KV limit).
+  virtual absl::StatusOr<KvCompareSetResult> KvCompareSet(absl::string_view key,
+                                                          absl::string_view expected,
+                                                          absl::string_view desired) = 0;
+
+  // Deletes `key`; true when it existed.
+  virtual absl::StatusOr<bool> KvDelete(absl::string_view key) = 0;
+
+  // Every (key, value) whose key starts with `prefix`, ordered by key (all pages fetched; a
+  // concurrent writer may make the result a mix of before and after).
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> KvList(
+      absl::string_view prefix) = 0;
+
+  // Number of keys in the job's store.
+  virtual absl::StatusOr<uint64_t> KvNumKeys() = 0;
+
+  // Blocks until every participant arrived at barrier `name`: `ranks` of this member's role
+  // (empty: all of them). The first arrival fixes the timeout, counted from its arrival;
+  // InfiniteDuration waits until the job ends (sent as one year). All participants get the
+  // same result; the name is reusable once an instance completed.
+  // Possible errors: DeadlineExceeded (lists who did not arrive; a late arrival gets the same
+  // error), FailedPrecondition (participants disagree on `ranks`, or this member already
+  // waits there), InvalidArgument (timeout <= 0, rank out of range, caller not a participant,
+  // bad name).
+  virtual absl::Status Barrier(const std::string& name, absl::Duration timeout,
+                               std::vector<uint32_t> ranks = {}) = 0;
+
+  // The MindSpore root-info hand-off (NCCL unique id, HCCL root info): writes `bytes` under
+  // MindSpore's key "<role>_group_info_<group>" (role "worker" or "server": RootInfoKey()).
+  // Only the group's rank 0 may publish; for the world group (hccl_world_group,
+  // nccl_world_group, mccl_world_group) that is rank 0 of this member's role, checked here.
+  // For other groups the caller is trusted to be the group's rank 0.
+  // Possible errors: FailedPrecondition (world group and this member is not rank 0),
+  // InvalidArgument (empty group name), ResourceExhausted (a KV limit).
+  virtual absl::Status PublishRootInfo(const std::string& group, absl::string_view bytes) = 0;
+
+  // Waits for the root info of `group` (see PublishRootInfo) up to `timeout`; the one-argument
+  // form uses this process's MS_TOPO_TIMEOUT (the job's topology timeout).
+  // Possible errors: DeadlineExceeded (never published: the message names the key, the root
+  // rank, and for the world group its node, host and state as the daemon reports them),
+  // InvalidArgument (empty group name, negative timeout).
+  virtual absl::StatusOr<std::string> FetchRootInfo(const std::string& group,
+                                                    absl::Duration timeout) = 0;
+  absl::StatusOr<std::string> FetchRootInfo(const std::string& group) {
+    return FetchRootInfo(group, options().topo_timeout);
+  }
 
   // The options in effect (node_id and host_name filled in).
   virtual const ClientOptions& options() const = 0;
