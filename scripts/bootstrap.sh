@@ -10,6 +10,7 @@ PKGS=(
   libabsl-dev libgoogle-glog-dev libgflags-dev
   libgtest-dev libgmock-dev
   libsqlite3-dev
+  libgloo-dev
 )
 
 missing=()

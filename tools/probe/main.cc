@@ -17,8 +17,11 @@
 // included.
 // With MS_ROLE=MS_SCHED it runs the embedded scheduler until the job ends.
 //
+// --allreduce runs a Gloo allreduce through the job KV after joining and prints one more line
+// {"check":"allreduce","ok":true|false,"result":[..],"expected":[..]} (tools/probe/allreduce.h).
+//
 // Exit codes: 0 success, 2 usage or environment error, 3 rendezvous error (the job failed, the
-// daemon rejected us, timeout, unreachable). Errors go to stderr as
+// daemon rejected us, timeout, unreachable), 4 the --allreduce check was wrong or Gloo failed. Errors go to stderr as
 // "ms-rendezvous-probe: <CODE>: <message>".
 #include <signal.h>
 
@@ -45,6 +48,7 @@
 #include "ms_rendezvous/options.h"
 #include "ms_rendezvous/scheduler.h"
 #include "ms_rendezvous/topology_export.h"
+#include "tools/probe/allreduce.h"
 #include "tools/probe/json.h"
 
 namespace ms_rendezvous::probe {
@@ -55,7 +59,7 @@ constexpr int kExitUsage = 2;
 constexpr int kExitRendezvous = 3;
 
 constexpr char kUsage[] =
-    "usage: ms-rendezvous-probe [--hold SECONDS] [--env [--master-port P]]\n"
+    "usage: ms-rendezvous-probe [--hold SECONDS] [--env [--master-port P]] [--allreduce]\n"
     "\n"
     "Joins the job described by the MindSpore environment (MS_ROLE, MS_SCHED_HOST,\n"
     "MS_SCHED_PORT, MS_WORKER_NUM, MS_SERVER_NUM, MS_NODE_ID, MS_WORKER_IP, DEVICE_ID,\n"
@@ -87,12 +91,18 @@ constexpr char kUsage[] =
     "MS_DISABLE_HEARTBEAT=1, MS_RETRY_INTERVAL_LOWER/UPPER (s); MS_SCHED_HOST may be a list\n"
     "a,b:port,[v6]:port tried in turn.\n"
     "\n"
+    "  --allreduce     after joining, build a Gloo full-mesh context over TCP (the member's\n"
+    "                  MS_WORKER_IP when it is a local address, else 127.0.0.1) through the\n"
+    "                  job's KV store, allreduce (sum) element i = rank*100 + i (length 8)\n"
+    "                  and print {\"check\":\"allreduce\",\"ok\":..,\"result\":[..],\"expected\":[..]}\n"
+    "\n"
     "Exit status: 0 ok, 2 usage/environment error, 3 rendezvous error (also: the job failed or\n"
-    "the session was lost while holding).\n";
+    "the session was lost while holding), 4 the --allreduce result was wrong or Gloo failed.\n";
 
 struct Args {
   absl::Duration hold = absl::ZeroDuration();
   bool env = false;
+  bool allreduce = false;
   int master_port = 0;  // 0: MS_SCHED_PORT + 1
   bool help = false;
 };
@@ -115,6 +125,8 @@ absl::StatusOr<Args> ParseArgs(int argc, char** argv) {
       args.help = true;
     } else if (arg == "--env") {
       args.env = true;
+    } else if (arg == "--allreduce") {
+      args.allreduce = true;
     } else if (arg == "--master-port" || absl::StartsWith(arg, "--master-port=")) {
       std::string value;
       if (arg == "--master-port") {
@@ -308,6 +320,10 @@ int Main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
+  if (args->allreduce && !AllreduceAvailable()) {
+    return Fail(kExitUsage, absl::FailedPreconditionError(
+                                "--allreduce needs Gloo: this probe was built without libgloo-dev"));
+  }
   absl::StatusOr<ClientOptions> options = ClientOptionsFromEnv();
   if (!options.ok()) return Fail(kExitUsage, options.status());
   // --hold/--env are ignored for the scheduler so that one launch line serves every role.
@@ -334,6 +350,20 @@ int Main(int argc, char** argv) {
     std::cout << std::flush;
   } else {
     std::cout << TopologyJson(*topology) << std::endl;
+  }
+
+  if (args->allreduce) {
+    // Gloo full mesh over the job KV, sum allreduce of a known vector; one more JSON line.
+    const absl::Duration timeout = options->topo_timeout == absl::InfiniteDuration()
+                                       ? absl::Minutes(30)
+                                       : options->topo_timeout;
+    const int rc = RunAllreduceCheck(**client, *topology, timeout, std::cout);
+    if (rc != 0) {
+      // The collective failed or is wrong: tell the others (they fail fast) and stop here.
+      if (absl::Status s = (*client)->SessionStatus(); !s.ok()) return Fail(kExitRendezvous, s);
+      (*client)->ReportError("ms-rendezvous-probe --allreduce failed").IgnoreError();
+      return rc;
+    }
   }
 
   absl::Status failure;
