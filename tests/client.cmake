@@ -28,3 +28,30 @@ if(COMMAND msr_integration_test)
   target_link_libraries(client_integration_test PRIVATE ms_rendezvous ms_rendezvous_server
                                                         absl::synchronization absl::time)
 endif()
+
+# The job KV, barrier and root-info API of the client (and, with Gloo, GlooStore and an
+# in-process Gloo allreduce) against an in-process server and a scripted silent daemon.
+if(COMMAND msr_integration_test)
+  msr_integration_test(client_kv_integration_test
+                       ${CMAKE_CURRENT_LIST_DIR}/integration/client_kv_test.cc)
+  target_link_libraries(client_kv_integration_test PRIVATE ms_rendezvous ms_rendezvous_server
+                                                           absl::synchronization absl::time)
+  if(MSR_HAVE_GLOO)
+    target_link_libraries(client_kv_integration_test PRIVATE ms_rendezvous_gloo)
+    target_compile_definitions(client_kv_integration_test PRIVATE MSR_HAVE_GLOO=1)
+  endif()
+endif()
+
+# e2e: 8 ms-rendezvous-probe --allreduce processes against one ms-rendezvousd (Gloo only).
+if(MSR_HAVE_GLOO AND TARGET ms-rendezvous-probe AND TARGET ms-rendezvousd)
+  add_executable(allreduce_e2e_test ${CMAKE_CURRENT_LIST_DIR}/e2e/allreduce_e2e_test.cc)
+  target_link_libraries(allreduce_e2e_test PRIVATE GTest::gtest_main GTest::gmock absl::strings
+                                                   absl::time)
+  target_include_directories(allreduce_e2e_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(allreduce_e2e_test PRIVATE
+                             MSR_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
+  set_target_properties(allreduce_e2e_test PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                                                      ${CMAKE_BINARY_DIR}/tests)
+  add_dependencies(allreduce_e2e_test ms-rendezvousd ms-rendezvous-probe)
+  gtest_discover_tests(allreduce_e2e_test DISCOVERY_TIMEOUT 60 PROPERTIES LABELS e2e TIMEOUT 180)
+endif()
