@@ -722,6 +722,10 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
       const uint32_t total = params_.worker_num + params_.server_num;
       if (left_[0] + left_[1] == total) {
         state_ = JobState::kFinished;
+        const absl::Status over = absl::FailedPreconditionError(absl::StrCat(
+            "job '", params_.id, "' finished: every member left"));
+        kv_->Fail(over, fx);
+        FailBarriers(over, fx);
         PersistJob(fx);
         Emit(JobEventType::kJobFinished, nullptr, "every member left", fx);
       } else if (left_[0] + left_[1] + dead_ == total) {
@@ -929,6 +933,10 @@ uint64_t Job::Barrier(const MemberRef& ref, const std::string& name, absl::Durat
   absl::StatusOr<Member*> found = FindMember(ref);
   if (!found.ok()) return reject(found.status());
   Member& m = **found;
+  if (m.state == MemberState::kDead || m.state == MemberState::kLeft) {
+    return reject(absl::AbortedError(absl::StrCat(Describe(m), " is ", MemberStateName(m.state),
+                                                  ": it cannot take part in barriers")));
+  }
   if (!m.has_rank) {
     return reject(absl::FailedPreconditionError(absl::StrCat(
         "barrier '", name, "' before job '", params_.id, "' is complete: join first")));
@@ -957,20 +965,15 @@ uint64_t Job::Barrier(const MemberRef& ref, const std::string& name, absl::Durat
     return reject(absl::InvalidArgumentError(absl::StrCat(
         "barrier '", name, "': ", Describe(m), " is not one of its participants")));
   }
-  auto it = barriers_.find(name);
-  if (it != barriers_.end() && !it->second.failure.ok()) {
-    BarrierState& b = it->second;
-    auto late = b.late.find(rank);
-    if (late != b.late.end() && b.role == m.role) {
-      // A late arrival at an instance that timed out gets that instance's error.
-      absl::Status failure = b.failure;
-      b.late.erase(late);
-      if (b.late.empty()) barriers_.erase(it);
-      return reject(failure);
-    }
-    barriers_.erase(it);  // everyone was told: the name starts a new instance
-    it = barriers_.end();
+  auto late = late_barriers_.find(name);
+  if (late != late_barriers_.end() && late->second.role == m.role &&
+      late->second.ranks.erase(rank) > 0) {
+    // A late arrival at an instance that timed out gets that instance's error, once.
+    absl::Status failure = late->second.failure;
+    if (late->second.ranks.empty()) late_barriers_.erase(late);
+    return reject(failure);
   }
+  auto it = barriers_.find(name);
   if (it == barriers_.end()) {
     BarrierState b;
     b.instance = next_barrier_instance_++;
@@ -1034,16 +1037,16 @@ void Job::CancelBarrierWaiter(uint64_t waiter_id, Effects& fx) {
 void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
   absl::MutexLock l(&mu_);
   auto it = barriers_.find(d.node_id);
-  if (it == barriers_.end() || it->second.instance != d.incarnation || !it->second.failure.ok()) {
-    return;
-  }
+  if (it == barriers_.end() || it->second.instance != d.incarnation) return;
   BarrierState& b = it->second;
   const MonoTime now = clock_->Now();
   std::vector<std::string> missing;
   size_t total = 0;
+  LateBarrier late;
+  late.role = b.role;
   for (uint32_t r : b.participants) {
     if (b.arrived.contains(r)) continue;
-    b.late.emplace(r, true);
+    late.ranks.emplace(r, true);
     if (++total > kMaxListedInMessage) continue;
     const Member* m = r < by_rank_[static_cast<int>(b.role)].size()
                           ? by_rank_[static_cast<int>(b.role)][r]
@@ -1054,18 +1057,17 @@ void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
                                          ", last seen ",
                                          FormatSeconds(ToDuration(now - m->last_seen)), " ago)"));
   }
-  b.failure = absl::DeadlineExceededError(absl::StrCat(
+  late.failure = absl::DeadlineExceededError(absl::StrCat(
       "barrier '", d.node_id, "' of job '", params_.id, "' timed out after ",
       FormatSeconds(b.timeout), ": ", b.arrived.size(), " of ", b.participants.size(), " ",
       RoleName(b.role), " participants arrived; missing ", absl::StrJoin(missing, ", "),
       total > missing.size() ? absl::StrCat(" and ", total - missing.size(), " more") : ""));
   for (auto& [wid, cb] : b.waiters) {
     barrier_waiters_.erase(wid);
-    fx.Add([cb = std::move(cb), st = b.failure]() mutable { cb(st); });
+    fx.Add([cb = std::move(cb), st = late.failure]() mutable { cb(st); });
   }
-  b.waiters.clear();
-  b.arrived.clear();
-  if (b.late.empty()) barriers_.erase(it);
+  barriers_.erase(it);  // the name may start a new round at once
+  if (!late.ranks.empty()) late_barriers_[d.node_id] = std::move(late);
 }
 
 void Job::FailBarriers(const absl::Status& status, Effects& fx) {
@@ -1076,6 +1078,7 @@ void Job::FailBarriers(const absl::Status& status, Effects& fx) {
   }
   barriers_.clear();
   barrier_waiters_.clear();
+  late_barriers_.clear();
 }
 
 // --- shutdown, views, watches -----------------------------------------------------------------
@@ -1092,6 +1095,8 @@ void Job::Shutdown(const absl::Status& status, Effects& fx) {
     }
   }
   waiters_.clear();
+  kv_->Fail(status, fx);
+  FailBarriers(status, fx);
   for (auto& [id, w] : watches_) {
     fx.Add([w = w.watcher, status] { w->OnEnd(status); });
   }

@@ -198,10 +198,14 @@ class Job {
     absl::btree_map<uint32_t, uint64_t> arrived;  // rank -> waiter id
     absl::flat_hash_map<uint64_t, StatusCallback> waiters;
     absl::Duration timeout;
-    // After a timeout: the failure, and the participants that have not been told yet (a late
-    // arrival gets the same error; the name is free again once everyone was told).
+  };
+  // After a barrier instance timed out: its error, for the participants that had not arrived
+  // (each gets it once when it arrives late). Kept apart from the running instance so that an
+  // on-time participant starting the next round cannot hide the error from a late one.
+  struct LateBarrier {
+    Role role = Role::kWorker;
     absl::Status failure;
-    absl::btree_map<uint32_t, bool> late;
+    absl::btree_map<uint32_t, bool> ranks;
   };
   void FailBarriers(const absl::Status& status, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -280,6 +284,7 @@ class Job {
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::btree_map<uint64_t, WatchLink> watches_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, BarrierState> barriers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, LateBarrier> late_barriers_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::string> barrier_waiters_ ABSL_GUARDED_BY(mu_);  // -> name
   uint64_t next_barrier_instance_ ABSL_GUARDED_BY(mu_) = 1;
   // Own mutex; never locked before mu_ (order: job -> kv).

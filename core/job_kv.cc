@@ -101,6 +101,16 @@ void JobKv::Release(const std::string& key, Effects& fx) {
       fx.Add([done = std::move(waiter.get_done), value]() mutable { done(value); });
       waiters_.erase(it);
     } else if (--waiter.remaining == 0) {
+      // A key counted earlier may have been deleted since: Wait means "all exist now".
+      std::vector<std::string> gone;
+      for (const std::string& k : waiter.keys) {
+        if (!data_.contains(k)) gone.push_back(k);
+      }
+      if (!gone.empty()) {
+        waiter.remaining = gone.size();
+        for (const std::string& k : gone) waiting_on_[k].push_back(id);
+        continue;
+      }
       fx.Add([done = std::move(waiter.wait_done)]() mutable { done(absl::OkStatus()); });
       waiters_.erase(it);
     }
@@ -189,7 +199,8 @@ uint64_t JobKv::Wait(const std::vector<std::string>& keys, absl::Duration timeou
 void JobKv::Add(const std::string& key, int64_t delta,
                 absl::AnyInvocable<void(absl::StatusOr<int64_t>)> done, Effects& fx) {
   absl::MutexLock l(&mu_);
-  absl::StatusOr<int64_t> result = failed_;
+  // (A StatusOr may not be built from an OK status: start from the failure or a placeholder.)
+  absl::StatusOr<int64_t> result = failed_.ok() ? absl::InternalError("unset") : failed_;
   if (failed_.ok()) {
     int64_t current = 0;
     auto it = data_.find(key);
@@ -219,7 +230,8 @@ void JobKv::CompareSet(const std::string& key, const std::string& expected, std:
                        absl::AnyInvocable<void(absl::StatusOr<CompareSetResult>)> done,
                        Effects& fx) {
   absl::MutexLock l(&mu_);
-  absl::StatusOr<CompareSetResult> result = failed_;
+  // (A StatusOr may not be built from an OK status: start from the failure or a placeholder.)
+  absl::StatusOr<CompareSetResult> result = failed_.ok() ? absl::InternalError("unset") : failed_;
   if (failed_.ok()) {
     auto it = data_.find(key);
     const bool matches = it == data_.end() ? expected.empty() : it->second == expected;
@@ -242,7 +254,8 @@ void JobKv::CompareSet(const std::string& key, const std::string& expected, std:
 void JobKv::Delete(const std::string& key, absl::AnyInvocable<void(absl::StatusOr<bool>)> done,
                    Effects& fx) {
   absl::MutexLock l(&mu_);
-  absl::StatusOr<bool> result = failed_;
+  // (A StatusOr may not be built from an OK status: start from the failure or a placeholder.)
+  absl::StatusOr<bool> result = failed_.ok() ? absl::InternalError("unset") : failed_;
   if (failed_.ok()) {
     auto it = data_.find(key);
     if (it == data_.end()) {

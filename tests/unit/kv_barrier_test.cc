@@ -70,28 +70,33 @@ class HeldStore : public StateStore {
 };
 
 // Records every call of one continuation: how many times it ran and with what.
+// Records a callback's results. The state is shared with the callbacks, which may outlive this
+// object: the fixture's registry shuts down after the test body and completes parked calls.
 template <typename T>
 class Calls {
  public:
   absl::AnyInvocable<void(T)> Callback() {
-    return [this](T v) {
-      absl::MutexLock l(&mu_);
-      got_.push_back(std::move(v));
+    return [s = state_](T v) {
+      absl::MutexLock l(&s->mu);
+      s->got.push_back(std::move(v));
     };
   }
   size_t count() {
-    absl::MutexLock l(&mu_);
-    return got_.size();
+    absl::MutexLock l(&state_->mu);
+    return state_->got.size();
   }
   T last() {
-    absl::MutexLock l(&mu_);
-    if (got_.empty()) return T(absl::InternalError("the callback never ran"));
-    return got_.back();
+    absl::MutexLock l(&state_->mu);
+    if (state_->got.empty()) return T(absl::InternalError("the callback never ran"));
+    return state_->got.back();
   }
 
  private:
-  absl::Mutex mu_;
-  std::vector<T> got_;
+  struct State {
+    absl::Mutex mu;
+    std::vector<T> got;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
 };
 
 using StatusCalls = Calls<absl::Status>;
@@ -980,6 +985,273 @@ TEST_F(KvBarrierTest, Barrier_IndependentNames_DoNotInterfere) {
   EXPECT_EQ(reg_->Barrier(ms[1].ref, "x", absl::Seconds(10), {}, x1.Callback()), 0u);
   EXPECT_THAT(x0.last(), IsOk());
   EXPECT_EQ(y1.count(), 0u);
+}
+
+// Regression tests for bugs these tests found: Add/CompareSet/Delete aborted the process
+// (StatusOr built from an OK status), left/dead members took part in barriers, shutdown and a
+// finished job left waiters hanging, a deleted key satisfied Wait, a retry hid a barrier timeout.
+TEST_F(KvBarrierTest, Add_MissingKey_StartsAtZero) {
+  auto ms = JoinAll(1);
+  EXPECT_THAT(Add(ms[0].ref, "counter", 5), IsOk());
+  EXPECT_EQ(*Add(ms[0].ref, "fresh", 0), 0);
+  EXPECT_EQ(*TryGet(ms[0].ref, "counter"), "5");
+}
+
+TEST_F(KvBarrierTest, Add_RepeatedCallsFromMembers_EachSeesTheRunningTotal) {
+  auto ms = JoinAll(4);
+  std::vector<int64_t> seen;
+  for (int round = 0; round < 3; ++round) {
+    for (auto& m : ms) {
+      auto v = Add(m.ref, "arrived", 1);
+      ASSERT_THAT(v, IsOk());
+      seen.push_back(*v);
+    }
+  }
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], static_cast<int64_t>(i + 1));
+  EXPECT_EQ(*TryGet(ms[0].ref, "arrived"), "12");
+}
+
+TEST_F(KvBarrierTest, Add_NegativeDelta_Decrements) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Add(ms[0].ref, "c", 3), IsOk());
+  EXPECT_EQ(*Add(ms[0].ref, "c", -5), -2);
+  EXPECT_EQ(*TryGet(ms[0].ref, "c"), "-2");
+}
+
+TEST_F(KvBarrierTest, Add_NonNumericValue_FailedPreconditionNamingKeyValueKept) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "word", "hello"), IsOk());
+  EXPECT_THAT(Add(ms[0].ref, "word", 1),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("'word'"), HasSubstr("hello"), HasSubstr("int64"))));
+  EXPECT_EQ(*TryGet(ms[0].ref, "word"), "hello");
+}
+
+TEST_F(KvBarrierTest, Add_ReleasesBlockedGetWithNewTotal) {
+  auto ms = JoinAll(2);
+  ValueCalls got;
+  ASSERT_NE(reg_->KvGet(ms[1].ref, "n", absl::Seconds(5), got.Callback()), 0u);
+  ASSERT_THAT(Add(ms[0].ref, "n", 7), IsOk());
+  ASSERT_EQ(got.count(), 1u);
+  EXPECT_EQ(*got.last(), "7");
+}
+
+TEST_F(KvBarrierTest, CompareSet_Match_Swaps) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "leader", "rank0"), IsOk());
+  auto r = Cas(ms[0].ref, "leader", "rank0", "rank1");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->swapped);
+  EXPECT_EQ(r->value, "rank1");
+  EXPECT_EQ(*TryGet(ms[0].ref, "leader"), "rank1");
+}
+
+TEST_F(KvBarrierTest, CompareSet_Mismatch_NoSwapReturnsCurrentValue) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "leader", "rank0"), IsOk());
+  auto r = Cas(ms[0].ref, "leader", "rank7", "rank1");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->swapped);
+  EXPECT_EQ(r->value, "rank0");
+  EXPECT_EQ(*TryGet(ms[0].ref, "leader"), "rank0");
+}
+
+TEST_F(KvBarrierTest, CompareSet_MissingKeyEmptyExpected_Creates) {
+  auto ms = JoinAll(1);
+  auto r = Cas(ms[0].ref, "leader", "", "rank3");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->swapped);
+  EXPECT_EQ(*TryGet(ms[0].ref, "leader"), "rank3");
+  // The second claimant loses and learns the winner.
+  auto second = Cas(ms[0].ref, "leader", "", "rank5");
+  EXPECT_FALSE(second->swapped);
+  EXPECT_EQ(second->value, "rank3");
+}
+
+TEST_F(KvBarrierTest, CompareSet_MissingKeyNonEmptyExpected_NotSwappedNotCreated) {
+  auto ms = JoinAll(1);
+  auto r = Cas(ms[0].ref, "leader", "rank0", "rank1");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->swapped);
+  EXPECT_EQ(r->value, "");
+  EXPECT_THAT(TryGet(ms[0].ref, "leader"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("leader")));
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 0u);
+}
+
+TEST_F(KvBarrierTest, CompareSet_ExistingEmptyValue_MatchesEmptyExpected) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "k", ""), IsOk());
+  auto r = Cas(ms[0].ref, "k", "", "filled");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->swapped);
+  EXPECT_EQ(*TryGet(ms[0].ref, "k"), "filled");
+}
+
+TEST_F(KvBarrierTest, CompareSet_EmptyDesired_StoresEmptyValue) {
+  auto ms = JoinAll(1);
+  auto r = Cas(ms[0].ref, "k", "", "");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->swapped);
+  auto got = TryGet(ms[0].ref, "k");
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(*got, "");
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 1u);
+}
+
+TEST_F(KvBarrierTest, Delete_ExistingKey_TrueAndGone) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "k", "v"), IsOk());
+  EXPECT_THAT(Delete(ms[0].ref, "k"), IsOk());
+  EXPECT_THAT(TryGet(ms[0].ref, "k"), StatusIs(absl::StatusCode::kNotFound, HasSubstr("'k'")));
+}
+
+TEST_F(KvBarrierTest, Delete_MissingKey_False) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "k", "v"), IsOk());
+  auto first = Delete(ms[0].ref, "k");
+  auto second = Delete(ms[0].ref, "k");
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(second, IsOk());
+  EXPECT_TRUE(*first);
+  EXPECT_FALSE(*second);
+  EXPECT_FALSE(*Delete(ms[0].ref, "never-set"));
+}
+
+TEST_F(KvBarrierTest, NumKeys_CountsSetsAndDeletes) {
+  auto ms = JoinAll(1);
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 0u);
+  ASSERT_THAT(Set(ms[0].ref, "a", "1"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "b", "2"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "a", "3"), IsOk());
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 2u);
+  ASSERT_THAT(Delete(ms[0].ref, "a"), IsOk());
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 1u);
+}
+
+TEST_F(KvLimitsTest, CompareSetAndAdd_LimitsAppliedValueKept) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "k", "old"), IsOk());
+  EXPECT_THAT(Cas(ms[0].ref, "k", "old", std::string(17, 'x')),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--kv-max-value-bytes")));
+  EXPECT_EQ(*TryGet(ms[0].ref, "k"), "old");
+  ASSERT_THAT(Set(ms[0].ref, "b", "1"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "c", "1"), IsOk());
+  EXPECT_THAT(Add(ms[0].ref, "d", 1),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--kv-max-keys-per-job")));
+  EXPECT_EQ(*reg_->KvNumKeys(ms[0].ref), 3u);
+}
+
+TEST_F(KvBarrierTest, Barrier_LeftMember_Aborted) {
+  auto ms = JoinAll(2);
+  ASSERT_THAT(reg_->Leave(ms[0].ref), IsOk());
+  StatusCalls done;
+  EXPECT_EQ(reg_->Barrier(ms[0].ref, "b", absl::Seconds(10), {}, done.Callback()), 0u);
+  EXPECT_THAT(done.last(), StatusIs(absl::StatusCode::kAborted, HasSubstr("left")));
+}
+
+TEST_F(KvBarrierTest, Barrier_DeadMemberInDegradedJob_Aborted) {
+  auto ms = JoinAll(2, "j", true);
+  reg_->SessionClosed(ms[1].ref, ms[1].session.get());
+  Advance(absl::Seconds(2));
+  StatusCalls d0, d1;
+  reg_->Barrier(ms[0].ref, "b", absl::Seconds(10), {}, d0.Callback());
+  reg_->Barrier(ms[1].ref, "b", absl::Seconds(10), {}, d1.Callback());
+  EXPECT_THAT(d1.last(), StatusIs(absl::StatusCode::kAborted, HasSubstr("dead")));
+  EXPECT_EQ(d0.count(), 0u);
+}
+
+TEST_F(KvBarrierTest, Shutdown_PendingKvAndBarrier_Unavailable) {
+  auto ms = JoinAll(2);
+  ValueCalls get;
+  StatusCalls wait, barrier;
+  reg_->KvGet(ms[0].ref, "k", absl::InfiniteDuration(), get.Callback());
+  reg_->KvWait(ms[0].ref, {"k"}, absl::Seconds(100), wait.Callback());
+  reg_->Barrier(ms[1].ref, "b", absl::Seconds(100), {}, barrier.Callback());
+  reg_->Shutdown();
+  EXPECT_THAT(get.last(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  EXPECT_THAT(wait.last(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+  EXPECT_THAT(barrier.last(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting down")));
+}
+
+TEST_F(KvBarrierTest, Wait_KeyDeletedBeforeOthersSet_StillWaits) {
+  auto ms = JoinAll(1);
+  StatusCalls done;
+  reg_->KvWait(ms[0].ref, {"a", "b"}, absl::Seconds(10), done.Callback());
+  ASSERT_THAT(Set(ms[0].ref, "a", "1"), IsOk());
+  ASSERT_THAT(Delete(ms[0].ref, "a"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "b", "1"), IsOk());
+  EXPECT_EQ(done.count(), 0u) << done.last();
+}
+
+TEST_F(KvBarrierTest, AllMembersLeave_PendingGetCompleted) {
+  auto ms = JoinAll(2);
+  ValueCalls get;
+  reg_->KvGet(ms[0].ref, "k", absl::InfiniteDuration(), get.Callback());
+  ASSERT_THAT(reg_->Leave(ms[0].ref), IsOk());
+  ASSERT_THAT(reg_->Leave(ms[1].ref), IsOk());
+  Advance(absl::Hours(2));
+  EXPECT_EQ(get.count(), 1u);
+}
+
+TEST_F(KvBarrierTest, Barrier_OnTimeParticipantRetriesBeforeLateOneArrives_LateStillGetsError) {
+  auto ms = JoinAll(2);
+  StatusCalls r0, retry0, late1;
+  reg_->Barrier(ms[0].ref, "b", absl::Seconds(5), {}, r0.Callback());
+  Advance(absl::Seconds(5));
+  reg_->Barrier(ms[0].ref, "b", absl::Seconds(5), {}, retry0.Callback());
+  reg_->Barrier(ms[1].ref, "b", absl::Seconds(5), {}, late1.Callback());
+  EXPECT_THAT(late1.last(), StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("'b'")));
+  EXPECT_EQ(retry0.count(), 0u);
+}
+
+TEST_F(KvBarrierTest, AddCompareSetDelete_DurableStore_AckOnlyAfterStoreAcks) {
+  HeldStore held;
+  Reset(&held);
+  auto ms = JoinAll(2);
+  held.ReleaseAll();
+  Calls<absl::StatusOr<int64_t>> add;
+  Calls<absl::StatusOr<CompareSetResult>> cas;
+  Calls<absl::StatusOr<bool>> del;
+  reg_->KvAdd(ms[0].ref, "n", 1, add.Callback());
+  reg_->KvCompareSet(ms[0].ref, "leader", "", "rank0", cas.Callback());
+  reg_->KvDelete(ms[0].ref, "n", del.Callback());
+  EXPECT_EQ(held.held(), 3u);
+  EXPECT_EQ(add.count() + cas.count() + del.count(), 0u);
+  held.ReleaseAll();
+  EXPECT_EQ(*add.last(), 1);
+  EXPECT_TRUE(cas.last()->swapped);
+  EXPECT_TRUE(*del.last());
+  reg_.reset();
+}
+
+TEST_F(KvBarrierTest, Restore_DeletedKeyStaysDeletedCounterContinues) {
+  auto ms = JoinAll(2);
+  const std::string binary("\0bin\xff", 5);
+  ASSERT_THAT(Set(ms[0].ref, "kept", "value"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, binary, binary), IsOk());
+  ASSERT_THAT(Add(ms[0].ref, "counter", 41), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "gone", "x"), IsOk());
+  ASSERT_THAT(Delete(ms[0].ref, "gone"), IsOk());
+  auto stored = store_.Load();
+  ASSERT_THAT(stored, IsOk());
+  Reset(&store_);  // "restart"
+  ASSERT_THAT(reg_->Restore(*stored), IsOk());
+  EXPECT_EQ(*TryGet(ms[1].ref, "kept"), "value");
+  EXPECT_EQ(*TryGet(ms[1].ref, binary), binary);
+  EXPECT_EQ(*Add(ms[1].ref, "counter", 1), 42);
+  EXPECT_THAT(TryGet(ms[1].ref, "gone"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("'gone'")));
+  EXPECT_EQ(*reg_->KvNumKeys(ms[1].ref), 3u);
+}
+
+TEST_F(KvLimitsTest, TooManyKeys_DeleteFreesASlot) {
+  auto ms = JoinAll(1);
+  for (const char* k : {"a", "b", "c"}) ASSERT_THAT(Set(ms[0].ref, k, "1"), IsOk());
+  ASSERT_THAT(Set(ms[0].ref, "d", "1"),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--kv-max-keys-per-job")));
+  ASSERT_THAT(Delete(ms[0].ref, "b"), IsOk());
+  EXPECT_THAT(Set(ms[0].ref, "d", "1"), IsOk());
 }
 
 }  // namespace
