@@ -11,6 +11,8 @@ PKGS=(
   libgtest-dev libgmock-dev
   libsqlite3-dev
   libgloo-dev
+  python3-yaml
+  openmpi-bin
 )
 
 missing=()

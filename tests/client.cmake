@@ -55,3 +55,10 @@ if(MSR_HAVE_GLOO AND TARGET ms-rendezvous-probe AND TARGET ms-rendezvousd)
   add_dependencies(allreduce_e2e_test ms-rendezvousd ms-rendezvous-probe)
   gtest_discover_tests(allreduce_e2e_test DISCOVERY_TIMEOUT 60 PROPERTIES LABELS e2e TIMEOUT 180)
 endif()
+
+# ms_rendezvous::Init(): the three startup methods from an injected environment, the rank table
+# error table, and (with the embedded scheduler on a free port) the daemon-backed paths.
+if(COMMAND msr_unit_test)
+  msr_unit_test(init_test ${CMAKE_CURRENT_LIST_DIR}/unit/init_test.cc)
+  target_link_libraries(init_test PRIVATE ms_rendezvous glog::glog absl::strings absl::time)
+endif()

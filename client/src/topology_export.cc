@@ -687,6 +687,7 @@ absl::StatusOr<ParsedRankTable> ParseHcclRankTable(const std::string& json) {
 
   std::set<std::string> server_ids;
   uint32_t next_rank = 0;
+  std::vector<std::string> rank_paths;  // rank_id -> the entry that has it
   for (size_t si = 0; si < (*list)->items.size(); ++si) {
     const Json& js = (*list)->items[si];
     const std::string spath = absl::StrCat("server_list[", si, "]");
@@ -706,6 +707,9 @@ absl::StatusOr<ParsedRankTable> ParseHcclRankTable(const std::string& json) {
     absl::StatusOr<const Json*> nic = Field(js, spath, "host_nic_ip", Json::kString, false);
     if (!nic.ok()) return nic.status();
     if (*nic != nullptr) server.host_nic_ip = (*nic)->text;
+    absl::StatusOr<const Json*> pod_ip = Field(js, spath, "pod_ip", Json::kString, false);
+    if (!pod_ip.ok()) return pod_ip.status();
+    if (*pod_ip != nullptr) server.pod_ip = (*pod_ip)->text;
     absl::StatusOr<const Json*> devices = Field(js, spath, "device", Json::kArray);
     if (!devices.ok()) return devices.status();
     if ((*devices)->items.empty()) return FieldError(spath + ".device", "is empty");
@@ -737,6 +741,11 @@ absl::StatusOr<ParsedRankTable> ParseHcclRankTable(const std::string& json) {
       }
       absl::StatusOr<uint32_t> rank_id = DecimalField(jd, dpath, "rank_id", INT32_MAX);
       if (!rank_id.ok()) return rank_id.status();
+      if (*rank_id < next_rank) {
+        return FieldError(dpath + ".rank_id",
+                          absl::StrCat("\"", *rank_id, "\" appears twice (", rank_paths[*rank_id],
+                                       " has it too): each rank_id must be listed once"));
+      }
       if (*rank_id != next_rank) {
         return FieldError(dpath + ".rank_id",
                           absl::StrCat("\"", *rank_id, "\" where \"", next_rank,
@@ -744,6 +753,7 @@ absl::StatusOr<ParsedRankTable> ParseHcclRankTable(const std::string& json) {
                                        "order of the servers and of their devices"));
       }
       ++next_rank;
+      rank_paths.push_back(dpath);
       device.rank_id = *rank_id;
       server.devices.push_back(std::move(device));
     }

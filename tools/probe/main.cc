@@ -16,6 +16,9 @@
 // (rank 0's host, from the member table) and MASTER_PORT (--master-port, default MS_SCHED_PORT+1)
 // included.
 // With MS_ROLE=MS_SCHED it runs the embedded scheduler until the job ends.
+// The startup method is detected by ms_rendezvous::Init() (init.h): dynamic cluster (MS_ROLE),
+// OpenMPI (mpirun; joins MS_SCHED_HOST when set) or a rank table (RANK_TABLE_FILE + RANK_ID);
+// without a daemon "generation" is 0 and --hold is ignored.
 //
 // --allreduce runs a Gloo allreduce through the job KV after joining and prints one more line
 // {"check":"allreduce","ok":true|false,"result":[..],"expected":[..]} (tools/probe/allreduce.h).
@@ -31,6 +34,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +49,7 @@
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "ms_rendezvous/client.h"
+#include "ms_rendezvous/init.h"
 #include "ms_rendezvous/options.h"
 #include "ms_rendezvous/scheduler.h"
 #include "ms_rendezvous/topology_export.h"
@@ -65,6 +70,9 @@ constexpr char kUsage[] =
     "MS_SCHED_PORT, MS_WORKER_NUM, MS_SERVER_NUM, MS_NODE_ID, MS_WORKER_IP, DEVICE_ID,\n"
     "MS_DEVICE_IP, MS_JOB_ID, MS_TOPO_TIMEOUT, ...) and prints this process's topology as one JSON line.\n"
     "With MS_ROLE=MS_SCHED it runs an embedded scheduler on MS_SCHED_PORT until the job ends.\n"
+    "Also started by mpirun (OMPI_COMM_WORLD_*; joins MS_SCHED_HOST as the MPI rank when set)\n"
+    "or from an HCCL rank table (RANK_TABLE_FILE + RANK_ID [+ DEVICE_ID, RANK_SIZE]): no daemon,\n"
+    "\"generation\" 0, --hold ignored, --allreduce unavailable.\n"
     "\n"
     "  --hold SECONDS  keep the session (heartbeats, transparent reconnects) this long before\n"
     "                  leaving; print one JSON line per job event seen meanwhile:\n"
@@ -324,22 +332,47 @@ int Main(int argc, char** argv) {
     return Fail(kExitUsage, absl::FailedPreconditionError(
                                 "--allreduce needs Gloo: this probe was built without libgloo-dev"));
   }
-  absl::StatusOr<ClientOptions> options = ClientOptionsFromEnv();
-  if (!options.ok()) return Fail(kExitUsage, options.status());
   // --hold/--env are ignored for the scheduler so that one launch line serves every role.
-  if (options->role == Role::kScheduler) return ServeAsScheduler(*options);
+  if (std::optional<std::string> role = ProcessEnv()("MS_ROLE"); role == "MS_SCHED") {
+    absl::StatusOr<ClientOptions> options = ClientOptionsFromEnv();
+    if (!options.ok()) return Fail(kExitUsage, options.status());
+    return ServeAsScheduler(*options);
+  }
 
-  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(*options);
-  if (!client.ok()) return Fail(kExitUsage, client.status());
-  absl::StatusOr<Topology> topology = (*client)->Join();
-  if (!topology.ok()) return Fail(kExitRendezvous, topology.status());
+  // Dynamic cluster, OpenMPI (with or without a daemon) or rank table: see init.h.
+  absl::StatusOr<InitResult> init = Init();
+  if (!init.ok()) {
+    return Fail(absl::IsInvalidArgument(init.status()) ? kExitUsage : kExitRendezvous,
+                init.status());
+  }
+  const ClientOptions* options = &init->options;
+  const Topology* topology = &init->topology;
+  Client* client = init->client.get();  // nullptr without a daemon
+  if (client == nullptr && args->allreduce) {
+    return Fail(kExitUsage,
+                absl::FailedPreconditionError(absl::StrCat(
+                    "--allreduce needs the job KV store of a daemon, but this process was started "
+                    "by ",
+                    InitMethodName(init->method), " without one: set MS_SCHED_HOST")));
+  }
 
   if (args->env) {
-    // MASTER_ADDR: rank 0 of this role, from the member table (the topology names only us).
-    absl::StatusOr<std::vector<MemberInfo>> members = (*client)->Members();
-    if (!members.ok()) return Fail(kExitRendezvous, members.status());
-    absl::StatusOr<std::string> master = RankHost(*members, topology->role, 0);
-    if (!master.ok()) return Fail(kExitRendezvous, master.status());
+    // MASTER_ADDR: rank 0 of this role, from the member table (the topology names only us); a
+    // rank table names it too; a single-node job without a daemon is its own master.
+    absl::StatusOr<std::string> master = init->master_addr;
+    if (client != nullptr) {
+      absl::StatusOr<std::vector<MemberInfo>> members = client->Members();
+      if (!members.ok()) return Fail(kExitRendezvous, members.status());
+      master = RankHost(*members, topology->role, 0);
+      if (!master.ok()) return Fail(kExitRendezvous, master.status());
+    } else if (master->empty()) {
+      if (topology->num_nodes != 1) {
+        return Fail(kExitUsage, absl::FailedPreconditionError(
+                                    "--env: rank 0's host is unknown without a daemon on more "
+                                    "than one node: set MS_SCHED_HOST"));
+      }
+      master = topology->host;
+    }
     const int master_port = args->master_port != 0 ? args->master_port
                             : options->sched_port < 65535 ? options->sched_port + 1
                                                           : 65534;
@@ -357,21 +390,24 @@ int Main(int argc, char** argv) {
     const absl::Duration timeout = options->topo_timeout == absl::InfiniteDuration()
                                        ? absl::Minutes(30)
                                        : options->topo_timeout;
-    const int rc = RunAllreduceCheck(**client, *topology, timeout, std::cout);
+    const int rc = RunAllreduceCheck(*client, *topology, timeout, std::cout);
     if (rc != 0) {
       // The collective failed or is wrong: tell the others (they fail fast) and stop here.
-      if (absl::Status s = (*client)->SessionStatus(); !s.ok()) return Fail(kExitRendezvous, s);
-      (*client)->ReportError("ms-rendezvous-probe --allreduce failed").IgnoreError();
+      if (absl::Status s = client->SessionStatus(); !s.ok()) return Fail(kExitRendezvous, s);
+      client->ReportError("ms-rendezvous-probe --allreduce failed").IgnoreError();
       return rc;
     }
   }
+
+  // Without a daemon there is no session to hold or leave.
+  if (client == nullptr) return 0;
 
   absl::Status failure;
   if (args->hold > absl::ZeroDuration()) {
     absl::Mutex out_mu;  // event lines come from the session thread and the watch thread
     absl::Notification session_failed;
     // Pushed on the session: failure fan-out, recovery events, transparent reconnects.
-    (*client)->SetEventCallback([&](const SessionEvent& event) {
+    client->SetEventCallback([&](const SessionEvent& event) {
       {
         absl::MutexLock l(&out_mu);
         std::cout << SessionEventJson(event) << std::endl;
@@ -383,7 +419,7 @@ int Main(int argc, char** argv) {
       }
     });
     // The rest of the job's history (members joining, leaving, suspected), for humans.
-    absl::StatusOr<std::unique_ptr<JobWatch>> watch = (*client)->Watch([&](const JobEvent& event) {
+    absl::StatusOr<std::unique_ptr<JobWatch>> watch = client->Watch([&](const JobEvent& event) {
       switch (event.type) {
         case JobEventType::kSnapshot:
         case JobEventType::kJobFailed:        // pushed on the session (with the dead)
@@ -412,7 +448,7 @@ int Main(int argc, char** argv) {
         break;
       }
     }
-    if (absl::Status s = (*client)->SessionStatus(); !s.ok()) failure = s;
+    if (absl::Status s = client->SessionStatus(); !s.ok()) failure = s;
     if (!failure.ok()) {
       // Exit at once: the job is gone, a watch or a leave would only delay the verdict.
       std::cout << std::flush;
@@ -423,7 +459,7 @@ int Main(int argc, char** argv) {
     if (watch.ok()) (*watch)->Stop().IgnoreError();
   }
   if (!failure.ok()) return Fail(kExitRendezvous, failure);
-  if (absl::Status s = (*client)->Leave(); !s.ok()) return Fail(kExitRendezvous, s);
+  if (absl::Status s = client->Leave(); !s.ok()) return Fail(kExitRendezvous, s);
   return 0;
 }
 

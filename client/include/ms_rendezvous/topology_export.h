@@ -96,6 +96,7 @@ struct ParsedRankTableDevice {
 struct ParsedRankTableServer {
   std::string server_id;
   std::string host_nic_ip;  // "" when absent
+  std::string pod_ip;       // "" when absent (Kubernetes: the pod's address)
   std::vector<ParsedRankTableDevice> devices;
 };
 struct ParsedRankTable {
@@ -110,7 +111,9 @@ struct ParsedRankTable {
 // to the number of servers, every value a string (server_count, device_id, rank_id decimal;
 // device_ip, when present, an IPv4/IPv6 literal), distinct server_ids, distinct device_ids per
 // server, rank_ids exactly 0..N-1 numbered in server order (each server's ranks contiguous,
-// increasing). Unknown keys (pod_ip, server_ip, dpu_ip, numa_id, ...) are accepted and ignored.
+// increasing; a rank_id seen before is reported as appearing twice, naming both entries). pod_ip,
+// when present, must be a string and is kept. Unknown keys (server_ip, dpu_ip, numa_id, ...) are
+// accepted and ignored.
 // Errors are InvalidArgument naming the place: "rank table: server_list[1].device[2].rank_id:
 // expected a string, got a number", or "rank table: line 3 column 7: expected ':'".
 absl::StatusOr<ParsedRankTable> ParseHcclRankTable(const std::string& json);
