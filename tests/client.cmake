@@ -62,3 +62,19 @@ if(COMMAND msr_unit_test)
   msr_unit_test(init_test ${CMAKE_CURRENT_LIST_DIR}/unit/init_test.cc)
   target_link_libraries(init_test PRIVATE ms_rendezvous glog::glog absl::strings absl::time)
 endif()
+
+# e2e: the same probe under the three startup methods (rank table 2x4 without a daemon; real
+# mpirun -np 4 with and without a daemon; dynamic cluster remapped by a rank table).
+if(TARGET ms-rendezvous-probe AND TARGET ms-rendezvousd)
+  add_executable(startup_methods_e2e_test ${CMAKE_CURRENT_LIST_DIR}/e2e/startup_methods_e2e_test.cc)
+  target_link_libraries(startup_methods_e2e_test PRIVATE GTest::gtest_main GTest::gmock
+                                                         absl::strings absl::time)
+  target_include_directories(startup_methods_e2e_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+  target_compile_definitions(startup_methods_e2e_test PRIVATE
+                             MSR_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
+  set_target_properties(startup_methods_e2e_test PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                                                           ${CMAKE_BINARY_DIR}/tests)
+  add_dependencies(startup_methods_e2e_test ms-rendezvousd ms-rendezvous-probe)
+  gtest_discover_tests(startup_methods_e2e_test DISCOVERY_TIMEOUT 60
+                       PROPERTIES LABELS e2e TIMEOUT 180)
+endif()
