@@ -4,6 +4,7 @@
 // SIGTERM/SIGINT drain gracefully: waiting members get Unavailable at once, in-flight calls get
 // --shutdown-grace to finish.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstring>
@@ -153,6 +154,22 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   // A crash prints its signal and stack to the journal instead of vanishing silently.
   google::InstallFailureSignalHandler();
+
+  // One socket per member: raise the soft open-files limit to the hard one (containers and
+  // shells often start with a soft 1024, which would cap the daemon at ~1000 members).
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    const rlim_t before = nofile.rlim_cur;
+    nofile.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+      LOG(INFO) << "raised the open-files limit from " << before << " to " << nofile.rlim_cur;
+    }
+  }
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 65536) {
+    LOG(WARNING) << "open-files limit is " << nofile.rlim_cur
+                 << ": at most about that many members can be connected; raise LimitNOFILE / "
+                    "ulimit -n";
+  }
 
   Flags flags;
   std::string error;
