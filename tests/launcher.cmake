@@ -11,4 +11,4 @@ set_target_properties(launcher_e2e_test PROPERTIES RUNTIME_OUTPUT_DIRECTORY
                                                    ${CMAKE_BINARY_DIR}/tests)
 add_dependencies(launcher_e2e_test ms-rendezvous-run ms-rendezvous-probe ms-rendezvousd)
 gtest_discover_tests(launcher_e2e_test DISCOVERY_TIMEOUT 60
-                     PROPERTIES LABELS "e2e;launcher" TIMEOUT 180)
+                     PROPERTIES LABELS e2e TIMEOUT 180)

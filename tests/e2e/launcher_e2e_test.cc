@@ -4,6 +4,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -41,8 +42,35 @@ bool Alive(pid_t pid) {
   return state != 'Z' && state != 'X';
 }
 
-// The launcher reaps its workers, so an existing group here has a live (or unreaped) member.
-bool GroupAlive(pid_t pgid) { return kill(-pgid, 0) == 0; }
+// True while a live (non-zombie) process is in process group `pgid` (scans /proc), waiting up
+// to `grace` for it to empty (SIGKILL is delivered asynchronously).
+bool GroupAlive(pid_t pgid, absl::Duration grace = absl::Milliseconds(300)) {
+  const absl::Time deadline = absl::Now() + grace;
+  for (;;) {
+    bool any = false;
+    if (kill(-pgid, 0) == 0) {
+      for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        int pid = 0;
+        if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
+        std::string stat = ReadFile(absl::StrCat("/proc/", pid, "/stat"));
+        auto close_paren = stat.rfind(')');
+        if (close_paren == std::string::npos) continue;
+        // ") S PPID PGRP ..."
+        std::vector<std::string> fields =
+            absl::StrSplit(stat.substr(close_paren + 2), ' ', absl::SkipEmpty());
+        int pgrp = 0;
+        if (fields.size() > 2 && absl::SimpleAtoi(fields[2], &pgrp) && pgrp == pgid &&
+            fields[0] != "Z" && fields[0] != "X") {
+          any = true;
+          break;
+        }
+      }
+    }
+    if (!any) return false;
+    if (absl::Now() >= deadline) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+}
 
 // "started worker index I pid P ..." lines of the launcher's stderr -> index -> pid.
 std::map<int, pid_t> WorkerPids(const std::string& err) {
@@ -185,6 +213,35 @@ TEST(LauncherE2E, OneFailingWorkerStopsTheOthersWithinASecond) {
   for (const auto& [index, pid] : pids) {
     EXPECT_FALSE(Alive(pid)) << "worker " << index;
     EXPECT_FALSE(GroupAlive(pid)) << "worker group " << index;
+  }
+}
+
+TEST(LauncherE2E, WorkersIgnoringSigtermAreKilledWithinASecond) {
+  const std::string logs = NewLogDir("ignore");
+  // Workers 1 and 2 ignore SIGTERM (inherited by their sleep); worker 0 fails.
+  const std::string script =
+      "if [ \"$DEVICE_ID\" = 0 ]; then sleep 0.3; exit 7; fi; trap '' TERM; sleep 30";
+  Subprocess run("ms-rendezvous-run",
+                 {"--worker-num", "3", "--master-port", std::to_string(FreePort()), "--log-dir",
+                  logs, "--", "sh", "-c", script},
+                 {});
+  std::map<int, pid_t> pids = WaitForWorkerPids(run, 3);
+  ASSERT_EQ(pids.size(), 3u) << run.Stderr();
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (Alive(pids[0]) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(1));
+  const absl::Time failed_at = absl::Now();
+  std::optional<int> code = run.Wait(absl::Seconds(10));
+  const absl::Duration latency = absl::Now() - failed_at;
+  std::cout << "[ timing ] worker 0 gone -> launcher exit, SIGTERM ignored: " << latency << "\n";
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1);
+  EXPECT_LT(latency, absl::Seconds(1));
+  EXPECT_TRUE(absl::StrContains(run.Stderr(), "index 0 (")) << run.Stderr();
+  EXPECT_TRUE(absl::StrContains(run.Stderr(), "exited with code 7")) << run.Stderr();
+  EXPECT_TRUE(absl::StrContains(run.Stderr(), "then SIGKILL for 2")) << run.Stderr();
+  for (const auto& [index, pid] : pids) {
+    EXPECT_FALSE(Alive(pid)) << "worker " << index;
+    EXPECT_FALSE(GroupAlive(pid)) << "worker group " << index;  // the sleeps too
   }
 }
 

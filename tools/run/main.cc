@@ -859,8 +859,14 @@ int Launcher::Run() {
     }
   }
   // Children the workers left in their process groups go too.
+  // SIGKILL is delivered asynchronously and orphans are reaped by init: give the groups a
+  // moment to empty so that no worker process is left when the launcher returns.
   if (stopping_) {
     for (const Worker& w : workers_) kill(-w.pid, SIGKILL);
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(100);
+    for (const Worker& w : workers_) {
+      while (kill(-w.pid, 0) == 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(2));
+    }
   }
 
   int code = kExitOk;
