@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "store/memory_state_store.h"
 #include "test_util.h"
+#include "unit/held_store.h"
 
 namespace ms_rendezvous::core {
 namespace {
@@ -72,33 +73,6 @@ class FakeSession : public MemberSession {
   absl::Status end;
 };
 
-// A store that holds every batch until the test releases it: proves acks wait for durability.
-class HeldStore : public StateStore {
- public:
-  void Commit(std::vector<Mutation> batch, CommitCallback done) override {
-    absl::MutexLock l(&mu_);
-    held_.push_back({std::move(batch), std::move(done)});
-  }
-  absl::StatusOr<StoredState> Load() override { return StoredState{}; }
-  bool durable() const override { return true; }
-  std::string Describe() const override { return "held"; }
-  size_t held() {
-    absl::MutexLock l(&mu_);
-    return held_.size();
-  }
-  void ReleaseAll() {
-    std::vector<std::pair<std::vector<Mutation>, CommitCallback>> batches;
-    {
-      absl::MutexLock l(&mu_);
-      batches.swap(held_);
-    }
-    for (auto& [batch, done] : batches) done(absl::OkStatus());
-  }
-
- private:
-  absl::Mutex mu_;
-  std::vector<std::pair<std::vector<Mutation>, CommitCallback>> held_ ABSL_GUARDED_BY(mu_);
-};
 
 class LivenessTest : public ::testing::Test {
  protected:
