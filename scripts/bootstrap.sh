@@ -13,6 +13,8 @@ PKGS=(
   libgloo-dev
   python3-yaml
   openmpi-bin
+  pybind11-dev python3-dev
+  python3-torch python3-numpy
 )
 
 missing=()
