@@ -113,6 +113,10 @@ class Store(_dist.Store):
         client: a client that has joined its job (``client.join()``); the store does not own it.
         prefix: prepended to every key (e.g. ``"torch/g3/"``).
         timeout: the store's timeout for ``get`` and ``wait`` (torch's default: 300 s).
+
+    Keep this Python object alive while torch uses the store from C++ (a ``PrefixStore`` around
+    it, a process group): torch 1.13's pybind11 trampoline finds the Python methods through it.
+    ``init_process_group`` keeps its store in this module.
     """
 
     def __init__(self, client, prefix: str = "", timeout: timedelta = _DEFAULT_STORE_TIMEOUT):
@@ -180,11 +184,10 @@ class Store(_dist.Store):
         names = [self._k(k) for k in keys]
         if not names:
             return True
-        for name in names:
-            try:
-                self._client.kv_try_get(name)
-            except _msr.NotFoundError:
-                return False
+        try:
+            self._client.kv_wait(names, timeout=0)  # 0: check once, no waiting
+        except (_msr.DeadlineExceededError, _msr.NotFoundError):
+            return False
         return True
 
     def delete_key(self, key) -> bool:

@@ -171,41 +171,44 @@ class Worker:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
-        for line in self.proc.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                self.lines.put(json.loads(line))
+        with self.proc.stdout:
+            for line in self.proc.stdout:
+                line = line.strip()
+                if line.startswith("{"):
+                    self.lines.put(json.loads(line))
         self.lines.put(None)
 
     def next(self, timeout=PROC_TIMEOUT):
         try:
             msg = self.lines.get(timeout=max(0.1, timeout))
         except queue.Empty:
-            self.kill()
-            raise AssertionError(f"no output within {timeout:.0f} s; stderr:\n{self.err()}")
+            raise AssertionError(f"no output within {timeout:.0f} s; stderr:\n{self.kill()}")
         if msg is None:
             self.proc.wait(timeout=5)
             raise AssertionError(f"worker exited ({self.proc.returncode}) without output; "
-                                 f"stderr:\n{self.err()}")
+                                 f"stderr:\n{self.kill()}")
         return msg
 
     def finish(self):
         try:
             rc = self.proc.wait(timeout=max(1.0, PROC_TIMEOUT - (time.time() - self.started)))
         except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"worker did not exit; stderr:\n{self.err()}")
+            raise AssertionError(f"worker did not exit; stderr:\n{self.kill()}")
+        err = self.kill()
         if rc != 0:
-            raise AssertionError(f"worker exited with {rc}; stderr:\n{self.err()}")
-
-    def err(self):
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-4000:]
+            raise AssertionError(f"worker exited with {rc}; stderr:\n{err}")
 
     def kill(self):
+        """Kills the worker when still running; returns the tail of its stderr."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.stderr.closed:
+            return ""
+        self.stderr.seek(0)
+        err = self.stderr.read().decode(errors="replace")[-4000:]
+        self.stderr.close()
+        return err
 
 
 def _job(name):
@@ -382,7 +385,8 @@ class StoreSemanticsTest(unittest.TestCase):
     def test_compare_set_through_torch_prefix_store(self):
         # C++ callers (PrefixStore, ProcessGroupGloo) reach the Python methods via torch's
         # trampoline, which hands compare_set lists of ints and calls deleteKey/getNumKeys.
-        p = torch.distributed.PrefixStore("pfx", self.store())
+        s = self.store()  # must outlive p: torch's trampoline reaches the methods through it
+        p = torch.distributed.PrefixStore("pfx", s)
         p.set("x", "1")
         self.assertEqual(p.get("x"), b"1")
         self.assertEqual(p.compare_set("x", "1", "2"), b"2")
