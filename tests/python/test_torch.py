@@ -25,7 +25,7 @@ import torch  # noqa: F401  (fail early when python3-torch is missing)
 import ms_rendezvous as msr
 import ms_rendezvous.torch as msr_torch
 
-DAEMON = os.environ.get("MS_RENDEZVOUSD", "")
+DAEMON = os.environ.get("MS_RENDEZVOUSD") or os.environ.get("MSR_DAEMON", "")
 CTL = os.environ.get("MS_RENDEZVOUSCTL") or os.path.join(os.path.dirname(DAEMON),
                                                          "ms-rendezvousctl")
 PROC_TIMEOUT = 45.0  # no subprocess of these tests may live longer
