@@ -271,6 +271,8 @@ class ProcessGroupTest(unittest.TestCase):
             self.assertIn(f"rank {victim_rank}", r["message"])
             # grace 300 ms + fan-out: well under torch's 60 s store timeout
             self.assertLess(r["raised_at"] - killed_at, 2.5, r)
+            print(f"\n  survivor raised {r['error']} {r['raised_at'] - killed_at:.2f} s after the "
+                  f"SIGKILL: {r['message']}", file=sys.stderr)
 
 
 class StoreSemanticsTest(unittest.TestCase):
