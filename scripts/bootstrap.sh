@@ -15,6 +15,8 @@ PKGS=(
   openmpi-bin
   pybind11-dev python3-dev
   python3-torch python3-numpy
+  prometheus-cpp-dev curl
+  libsystemd-dev systemd
 )
 
 missing=()

@@ -20,6 +20,7 @@
 #include "glog/logging.h"
 #include "core/effects.h"
 #include "server/server.h"
+#include "server/systemd_notify.h"
 #include "store/sqlite_state_store.h"
 
 namespace {
@@ -236,6 +237,11 @@ int main(int argc, char** argv) {
     }
   }
   std::cout << "ms-rendezvousd listening on " << (*server)->address() << std::endl;
+  // Type=notify: READY=1 only now (port bound, state loaded, port file written); WATCHDOG=1
+  // while the deadline loop makes progress. No-op without NOTIFY_SOCKET.
+  ms_rendezvous::server::SystemdNotifier systemd;
+  systemd.Ready(ms_rendezvous::server::ServingStatus(**server));
+  systemd.Start(**server);
 
   for (;;) {
     int sig = 0;
@@ -247,6 +253,7 @@ int main(int argc, char** argv) {
     LOG(INFO) << "signal " << strsignal(sig) << ": draining (waiting members get UNAVAILABLE)";
     break;
   }
+  systemd.Stopping("draining: waiting members get UNAVAILABLE");
   (*server)->Shutdown(flags.shutdown_grace);
   LOG(INFO) << "ms-rendezvousd stopped";
   return 0;

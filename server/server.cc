@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -51,6 +52,14 @@ struct RendezvousServer::Impl {
   std::unique_ptr<grpc::Server> server;
   std::string dial_host;
   std::thread deadline_thread;
+  // steady_clock::now() (nanoseconds since its epoch) after each deadline loop iteration.
+  std::atomic<int64_t> last_loop_ns{0};
+  void MarkLoop() {
+    last_loop_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                           std::chrono::steady_clock::now().time_since_epoch())
+                           .count(),
+                       std::memory_order_relaxed);
+  }
 
   absl::Mutex mu;
   bool stopping ABSL_GUARDED_BY(mu) = false;
@@ -79,6 +88,7 @@ struct RendezvousServer::Impl {
     for (;;) {
       core::MonoTime next = registry->ProcessDeadlines();
       MaybeTrimMemory();
+      MarkLoop();
       absl::MutexLock l(&mu);
       if (stopping) return;
       if (next < wake_at) wake_at = next;
@@ -158,6 +168,7 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   impl->server->GetHealthCheckService()->SetServingStatus(true);
 
   Impl* raw = impl.get();
+  impl->MarkLoop();
   impl->registry->SetDeadlineObserver([raw](core::MonoTime when) { raw->Wake(when); });
   impl->deadline_thread = std::thread([raw] { raw->DeadlineLoop(); });
 
@@ -167,6 +178,11 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
 }
 
 RendezvousServer::~RendezvousServer() { Shutdown(absl::ZeroDuration()); }
+
+core::MonoTime RendezvousServer::last_deadline_loop() const {
+  return core::MonoTime(std::chrono::duration_cast<core::MonoTime::duration>(
+      std::chrono::nanoseconds(impl_->last_loop_ns.load(std::memory_order_relaxed))));
+}
 
 std::string RendezvousServer::address() const {
   const std::string& h = impl_->dial_host;

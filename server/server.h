@@ -46,6 +46,12 @@ class RendezvousServer {
 
   core::JobRegistry& registry() { return *registry_; }
 
+  // Progress heartbeat: when the deadline thread last completed a loop iteration, on the real
+  // steady clock (not options.clock). The loop wakes at least once a second, and each iteration
+  // goes through the registry's locks (ProcessDeadlines), so a value more than a few seconds old
+  // means the core is wedged. Cheap (one atomic load); the daemon's systemd watchdog uses it.
+  core::MonoTime last_deadline_loop() const;
+
   // Graceful stop: waiting Join calls and watches end with Unavailable at once, in-flight unary
   // calls get up to `grace` to finish, then the server stops. Idempotent.
   void Shutdown(absl::Duration grace = absl::Seconds(5));
