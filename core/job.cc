@@ -288,12 +288,14 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
         RETURN_IF_ERROR(Validate(spec));  // reports the disagreement
       }
       Recover(it->second, spec, incarnation, fx);
+      if (options_.metrics != nullptr) options_.metrics->OnJoin(spec.role);
       return &it->second;
     }
   }
   RETURN_IF_ERROR(Validate(spec));
   auto [it, inserted] = members_[ri].try_emplace(spec.node_id);
   Member& m = it->second;
+  if (inserted) ++member_counts_[static_cast<int>(MemberState::kWaiting)];
   m.node_id = spec.node_id;
   m.host = spec.host;
   m.host_key = HostKey(spec.host);
@@ -316,6 +318,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
     Emit(JobEventType::kMemberJoined, &m,
          absl::StrCat(RoleName(m.role), " '", m.node_id, "' joined from ", m.host), fx);
   }
+  if (options_.metrics != nullptr) options_.metrics->OnJoin(spec.role);
   return &m;
 }
 
@@ -337,7 +340,7 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effec
   ++host_counts_[m.host];
   m.incarnation = incarnation;
   m.heartbeat_disabled = spec.heartbeat_disabled;
-  m.state = MemberState::kActive;
+  SetState(m, MemberState::kActive);
   m.reason.clear();
   m.joined_at = m.last_seen = now;
   if (was_dead) --dead_;
@@ -364,6 +367,7 @@ Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_
   }
   absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
   if (!m.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(m.status()));
     fx.Add([done = std::move(done), st = m.status()]() mutable { done(st); });
     fx.Submit(store_);
     return JoinOutcome::kDone;
@@ -391,6 +395,7 @@ Job::JoinOutcome Job::JoinSession(const MemberSpec& spec, uint64_t incarnation,
   }
   absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
   if (!m.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(m.status()));
     *error = m.status();
     fx.Submit(store_);
     return JoinOutcome::kDone;
@@ -432,7 +437,7 @@ void Job::Complete(Effects& fx) {
       m->placement = out[i];
       m->has_rank = true;
       // A member whose session dropped during formation stays suspect (its grace timer runs).
-      if (m->state == MemberState::kWaiting) m->state = MemberState::kActive;
+      if (m->state == MemberState::kWaiting) SetState(*m, MemberState::kActive);
       by_rank_[ri][out[i].rank] = m;
     }
     total += order.size();
@@ -479,9 +484,12 @@ DeadMember Job::DeadOf(const Member& m, MonoTime now) const {
   return d;
 }
 
-void Job::DeclareDead(Member& m, const std::string& reason, Effects& fx) {
+void Job::DeclareDead(Member& m, DeathKind kind, const std::string& reason, Effects& fx) {
   const MonoTime now = clock_->Now();
-  m.state = MemberState::kDead;
+  if (options_.metrics != nullptr) {
+    options_.metrics->OnMemberDead(kind, ToDuration(now - m.last_seen));
+  }
+  SetState(m, MemberState::kDead);
   m.reason = reason;
   ++dead_;
   EndSession(m, absl::AbortedError(absl::StrCat(Describe(m), " was declared dead: ", reason)),
@@ -515,7 +523,7 @@ void Job::Fail(const std::string& reason, absl::StatusCode waiter_code,
   for (auto& members : members_) {
     for (auto& [id, m] : members) {
       if (m.state != MemberState::kDead && m.state != MemberState::kLeft) {
-        m.state = MemberState::kFailed;
+        SetState(m, MemberState::kFailed);
         if (m.reason.empty()) m.reason = "job failed";
       }
       SendEvent(m, ev, fx);
@@ -554,6 +562,7 @@ void Job::Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx) 
   mu.member = RecordOf(m);
   fx.Persist(std::move(mu));
   if (!watches_.empty()) Emit(JobEventType::kMemberWithdrawn, &m, why, fx);
+  --member_counts_[static_cast<int>(m.state)];
   members_[ri].erase(it);
 }
 
@@ -627,7 +636,7 @@ absl::Status Job::ResumeSession(const MemberRef& ref, uint64_t generation,
   }
   const bool was_suspect = m.state == MemberState::kSuspect;
   m.last_seen = clock_->Now();
-  if (was_suspect) m.state = m.has_rank ? MemberState::kActive : MemberState::kWaiting;
+  if (was_suspect) SetState(m, m.has_rank ? MemberState::kActive : MemberState::kWaiting);
   Attach(m, std::move(session), fx);
   if (m.has_rank) SendTopology(m, fx);
   if (was_suspect && !watches_.empty()) {
@@ -643,7 +652,7 @@ void Job::SessionClosed(const MemberRef& ref, const MemberSession* session, Effe
   if (m == nullptr || !m->session.has_value() || m->session->session.get() != session) return;
   m->session.reset();
   if (m->state != MemberState::kWaiting && m->state != MemberState::kActive) return;
-  m->state = MemberState::kSuspect;
+  SetState(*m, MemberState::kSuspect);
   ArmSuspect(*m, AddDuration(clock_->Now(), options_.disconnect_grace));
   if (!watches_.empty()) {
     Emit(JobEventType::kMemberSuspect, m,
@@ -665,11 +674,15 @@ absl::Status Job::ReportError(const MemberRef& ref, const std::string& reason, E
   }
   if (state_ == JobState::kForming) {
     m.reason = absl::StrCat("reported an error: ", reason);
+    if (options_.metrics != nullptr) {
+      options_.metrics->OnMemberDead(DeathKind::kReportedError,
+                                     ToDuration(clock_->Now() - m.last_seen));
+    }
     Fail(absl::StrCat("job '", params_.id, "' failed while forming: ", Describe(m), " ",
                       m.reason),
          absl::StatusCode::kAborted, {DeadOf(m, clock_->Now())}, fx);
   } else {
-    DeclareDead(m, absl::StrCat("reported an error: ", reason), fx);
+    DeclareDead(m, DeathKind::kReportedError, absl::StrCat("reported an error: ", reason), fx);
   }
   fx.Submit(store_);
   return absl::OkStatus();
@@ -687,6 +700,7 @@ absl::StatusOr<HeartbeatResult> Job::Heartbeat(const MemberRef& ref) {
         absl::StrCat(Describe(**m), " was declared dead: ", (*m)->reason));
   }
   (*m)->last_seen = clock_->Now();
+  if (options_.metrics != nullptr) options_.metrics->OnHeartbeat();
   return HeartbeatResult{state_, params_.generation};
 }
 
@@ -711,7 +725,7 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
         return absl::AbortedError(
             absl::StrCat(Describe(*m), " was declared dead: ", m->reason));
       }
-      m->state = MemberState::kLeft;
+      SetState(*m, MemberState::kLeft);
       m->last_seen = clock_->Now();
       m->session.reset();  // the server ends the stream itself after answering
       ++left_[RoleIndex(ref.role)];
@@ -775,7 +789,7 @@ bool Job::OnMemberDeadline(const Deadline& d, Effects& fx) {
       fx.Submit(store_);
       return false;
     }
-    DeclareDead(*m,
+    DeclareDead(*m, DeathKind::kDisconnected,
                 absl::StrCat("connection lost and not resumed within ",
                              FormatSeconds(options_.disconnect_grace)),
                 fx);
@@ -791,7 +805,7 @@ bool Job::OnMemberDeadline(const Deadline& d, Effects& fx) {
       ArmLiveness(*m, due);  // heard from since: check again later
       return false;
     }
-    DeclareDead(*m,
+    DeclareDead(*m, DeathKind::kHeartbeatTimeout,
                 absl::StrCat("no heartbeat for ", FormatSeconds(ToDuration(now - m->last_seen)),
                              " (MS_NODE_TIMEOUT=",
                              FormatSeconds(absl::Milliseconds(params_.node_timeout_ms)), ")"),
@@ -904,6 +918,11 @@ void Job::FinishRestore(JobState state, const std::string& failure_reason) {
         ArmLiveness(m, AddDuration(now, grace));
       }
     }
+  }
+  // Restored members were placed without SetState: count them once, now.
+  for (auto& c : member_counts_) c = 0;
+  for (auto& members : members_) {
+    for (auto& [id, m] : members) ++member_counts_[static_cast<int>(m.state)];
   }
 }
 
@@ -1122,6 +1141,11 @@ bool Job::IsEnded() {
 JobState Job::state() {
   absl::MutexLock l(&mu_);
   return state_;
+}
+
+void Job::AddMemberCounts(uint64_t counts[kNumMemberStates]) {
+  absl::MutexLock l(&mu_);
+  for (int i = 0; i < kNumMemberStates; ++i) counts[i] += member_counts_[i];
 }
 
 Topology Job::TopologyOf(const Member& m) const {

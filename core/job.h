@@ -56,6 +56,7 @@
 #include "core/effects.h"
 #include "core/job_kv.h"
 #include "core/job_registry.h"
+#include "core/metrics_sink.h"
 #include "core/rank_assigner.h"
 #include "core/types.h"
 #include "store/state_store.h"
@@ -152,6 +153,8 @@ class Job {
 
   bool IsEnded();  // FINISHED or FAILED
   JobState state();
+  // Adds this job's members per state (indexed by MemberState) to `counts`. O(1).
+  void AddMemberCounts(uint64_t counts[kNumMemberStates]);
   JobSummary Summary();
   MemberPage ListMembers(uint64_t offset, size_t limit);
   uint64_t Watch(std::shared_ptr<JobWatcher> watcher, Effects& fx);
@@ -221,7 +224,7 @@ class Job {
   void Complete(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Fail(const std::string& reason, absl::StatusCode waiter_code,
             const std::vector<DeadMember>& dead, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DeclareDead(Member& m, const std::string& reason, Effects& fx)
+  void DeclareDead(Member& m, DeathKind kind, const std::string& reason, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -239,6 +242,12 @@ class Job {
   void EndSession(Member& m, const absl::Status& status, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Every member state change goes through here (keeps member_counts_ exact).
+  void SetState(Member& m, MemberState state) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    --member_counts_[static_cast<int>(m.state)];
+    ++member_counts_[static_cast<int>(state)];
+    m.state = state;
+  }
   void ArmLiveness(const Member& m, MonoTime when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ArmSuspect(const Member& m, MonoTime when) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -275,6 +284,8 @@ class Job {
   uint32_t non_numeric_[kNumRoles] ABSL_GUARDED_BY(mu_) = {0, 0};
   uint32_t left_[kNumRoles] ABSL_GUARDED_BY(mu_) = {0, 0};
   uint32_t dead_ ABSL_GUARDED_BY(mu_) = 0;
+  // Members per MemberState (for metrics), maintained by SetState / Register / Withdraw.
+  uint64_t member_counts_[kNumMemberStates] ABSL_GUARDED_BY(mu_) = {};
   // After completion: members by rank, per role (stable: no insert/erase after completion).
   std::vector<Member*> by_rank_[kNumRoles] ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::pair<Role, std::string>> waiters_ ABSL_GUARDED_BY(mu_);

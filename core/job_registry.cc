@@ -150,6 +150,7 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   Effects fx;  // declared first: runs after every lock below is released
   absl::Status st = ValidateSpec(spec);
   if (!st.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
     done(st);
     return 0;
   }
@@ -158,6 +159,7 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   for (;;) {
     std::shared_ptr<Job> job = JobForJoin(spec, fx);
     if (job == nullptr) {
+      if (options_.metrics != nullptr) options_.metrics->OnRejection("UNAVAILABLE");
       fx.Add([done = std::move(done)]() mutable {
         done(absl::UnavailableError("the rendezvous daemon is shutting down; retry"));
       });
@@ -173,11 +175,15 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
 absl::StatusOr<MemberRef> JobRegistry::JoinSession(MemberSpec spec,
                                                    std::shared_ptr<MemberSession> session) {
   Effects fx;
-  RETURN_IF_ERROR(ValidateSpec(spec));
+  if (absl::Status st = ValidateSpec(spec); !st.ok()) {
+    if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
+    return st;
+  }
   const uint64_t incarnation = NextIncarnation();
   for (;;) {
     std::shared_ptr<Job> job = JobForJoin(spec, fx);
     if (job == nullptr) {
+      if (options_.metrics != nullptr) options_.metrics->OnRejection("UNAVAILABLE");
       return absl::UnavailableError("the rendezvous daemon is shutting down; retry");
     }
     absl::Status error;
@@ -330,6 +336,7 @@ bool WithKv(JobRegistry& reg, const std::shared_ptr<Job>& job, const MemberRef& 
 
 void JobRegistry::KvSet(const MemberRef& ref, std::string key, std::string value,
                         StatusCallback done) {
+  CountKv(KvOp::kSet);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
@@ -338,6 +345,7 @@ void JobRegistry::KvSet(const MemberRef& ref, std::string key, std::string value
 
 uint64_t JobRegistry::KvGet(const MemberRef& ref, const std::string& key, absl::Duration timeout,
                             ValueCallback done) {
+  CountKv(KvOp::kGet);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return 0;
@@ -346,6 +354,7 @@ uint64_t JobRegistry::KvGet(const MemberRef& ref, const std::string& key, absl::
 
 uint64_t JobRegistry::KvWait(const MemberRef& ref, const std::vector<std::string>& keys,
                              absl::Duration timeout, StatusCallback done) {
+  CountKv(KvOp::kWait);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return 0;
@@ -354,6 +363,7 @@ uint64_t JobRegistry::KvWait(const MemberRef& ref, const std::vector<std::string
 
 void JobRegistry::KvAdd(const MemberRef& ref, const std::string& key, int64_t delta,
                         absl::AnyInvocable<void(absl::StatusOr<int64_t>)> done) {
+  CountKv(KvOp::kAdd);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
@@ -363,6 +373,7 @@ void JobRegistry::KvAdd(const MemberRef& ref, const std::string& key, int64_t de
 void JobRegistry::KvCompareSet(const MemberRef& ref, const std::string& key,
                                const std::string& expected, std::string desired,
                                absl::AnyInvocable<void(absl::StatusOr<CompareSetResult>)> done) {
+  CountKv(KvOp::kCompareSet);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
@@ -371,6 +382,7 @@ void JobRegistry::KvCompareSet(const MemberRef& ref, const std::string& key,
 
 void JobRegistry::KvDelete(const MemberRef& ref, const std::string& key,
                            absl::AnyInvocable<void(absl::StatusOr<bool>)> done) {
+  CountKv(KvOp::kDelete);
   Effects fx;
   JobKv* kv = nullptr;
   if (!WithKv(*this, FindJob(ref.job_id), ref, done, &kv)) return;
@@ -379,6 +391,7 @@ void JobRegistry::KvDelete(const MemberRef& ref, const std::string& key,
 
 absl::StatusOr<KvPage> JobRegistry::KvList(const MemberRef& ref, const std::string& prefix,
                                            const std::string& after, size_t limit) {
+  CountKv(KvOp::kList);
   std::shared_ptr<Job> job = FindJob(ref.job_id);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("job '", ref.job_id, "' is unknown to this daemon"));
@@ -389,6 +402,7 @@ absl::StatusOr<KvPage> JobRegistry::KvList(const MemberRef& ref, const std::stri
 }
 
 absl::StatusOr<uint64_t> JobRegistry::KvNumKeys(const MemberRef& ref) {
+  CountKv(KvOp::kNumKeys);
   std::shared_ptr<Job> job = FindJob(ref.job_id);
   if (job == nullptr) {
     return absl::NotFoundError(absl::StrCat("job '", ref.job_id, "' is unknown to this daemon"));
@@ -401,6 +415,7 @@ absl::StatusOr<uint64_t> JobRegistry::KvNumKeys(const MemberRef& ref) {
 uint64_t JobRegistry::Barrier(const MemberRef& ref, const std::string& name,
                               absl::Duration timeout, const std::vector<uint32_t>& ranks,
                               StatusCallback done) {
+  CountKv(KvOp::kBarrier);
   Effects fx;
   std::shared_ptr<Job> job = FindJob(ref.job_id);
   if (job == nullptr) {
@@ -513,6 +528,21 @@ void JobRegistry::Shutdown() {
 size_t JobRegistry::num_jobs() {
   absl::MutexLock l(&mu_);
   return jobs_.size();
+}
+
+RegistryCounts JobRegistry::Counts() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    absl::MutexLock l(&mu_);
+    jobs.reserve(jobs_.size());
+    for (auto& [id, job] : jobs_) jobs.push_back(job);
+  }
+  RegistryCounts counts;
+  for (auto& job : jobs) {
+    ++counts.jobs[static_cast<int>(job->state())];
+    job->AddMemberCounts(counts.members);
+  }
+  return counts;
 }
 
 }  // namespace ms_rendezvous::core

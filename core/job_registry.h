@@ -32,6 +32,7 @@
 #include "core/deadline_queue.h"
 #include "core/effects.h"
 #include "core/job_kv.h"
+#include "core/metrics_sink.h"
 #include "core/types.h"
 #include "store/state_store.h"
 
@@ -53,6 +54,15 @@ struct RegistryOptions {
   size_t max_watch_backlog = 10000;
   // Limits of each job's key/value store (--kv-max-* flags).
   KvLimits kv_limits;
+  // Receives counters (joins, rejections, heartbeats, deaths, KV ops); nullptr = none. Not
+  // owned; must outlive the registry. Called under job locks: see core/metrics_sink.h.
+  MetricsSink* metrics = nullptr;
+};
+
+// Jobs per JobState and members per MemberState (indexed by the enum values).
+struct RegistryCounts {
+  uint64_t jobs[kNumJobStates] = {};
+  uint64_t members[kNumMemberStates] = {};
 };
 
 // Completes a Join: the member's topology, or why it has none.
@@ -214,6 +224,8 @@ class JobRegistry {
   void Shutdown();
 
   size_t num_jobs();
+  // For metrics gauges: O(number of jobs), one short lock per job.
+  RegistryCounts Counts();
   Clock* clock() const { return clock_; }
   const RegistryOptions& options() const { return options_; }
 
@@ -222,6 +234,9 @@ class JobRegistry {
   // Finds or creates the job `spec` joins (replacing an ended one). nullptr when shutting down.
   std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx);
   void ScheduleForget(const std::shared_ptr<Job>& job);
+  void CountKv(KvOp op) {
+    if (options_.metrics != nullptr) options_.metrics->OnKvOp(op);
+  }
 
   Clock* const clock_;
   const RegistryOptions options_;

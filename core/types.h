@@ -20,6 +20,8 @@ inline constexpr int kNumRoles = 2;
 // See core/job.h for the state diagrams.
 enum class JobState { kForming, kComplete, kFinished, kFailed, kDegraded };
 enum class MemberState { kWaiting, kActive, kLeft, kFailed, kSuspect, kDead };
+inline constexpr int kNumJobStates = 5;     // JobState values are 0..kNumJobStates-1
+inline constexpr int kNumMemberStates = 6;  // MemberState values likewise
 
 // MindSpore spelling of a role ("MS_WORKER", "MS_PSERVER"), used in every message.
 absl::string_view RoleName(Role role);
