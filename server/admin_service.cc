@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/convert.h"
+#include "server/rpc_observer.h"
 #include "server/services.h"
 
 namespace ms_rendezvous::server {
@@ -161,6 +162,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
 grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ctx,
                                                  const pb::ListJobsRequest* req,
                                                  pb::ListJobsResponse* resp) {
+  RpcTimer timer("ListJobs");
   absl::StatusOr<uint32_t> size =
       PageSize(req->page_size(), kDefaultJobsPage, kMaxJobsPage, "page_size");
   if (!size.ok()) return Done(ctx, size.status());
@@ -176,6 +178,7 @@ grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* AdminService::GetJob(grpc::CallbackServerContext* ctx,
                                                const pb::GetJobRequest* req,
                                                pb::GetJobResponse* resp) {
+  RpcTimer timer("GetJob");
   absl::StatusOr<uint32_t> size =
       PageSize(req->max_members(), kDefaultMembersPage, kMaxMembersPage, "max_members");
   if (!size.ok()) return Done(ctx, size.status());
@@ -193,6 +196,7 @@ grpc::ServerUnaryReactor* AdminService::GetJob(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* AdminService::ListMembers(grpc::CallbackServerContext* ctx,
                                                     const pb::ListMembersRequest* req,
                                                     pb::ListMembersResponse* resp) {
+  RpcTimer timer("ListMembers");
   absl::StatusOr<uint32_t> size =
       PageSize(req->page_size(), kDefaultMembersPage, kMaxMembersPage, "page_size");
   if (!size.ok()) return Done(ctx, size.status());

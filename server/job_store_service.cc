@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/convert.h"
+#include "server/rpc_observer.h"
 #include "server/services.h"
 
 namespace ms_rendezvous::server {
@@ -34,8 +35,8 @@ grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* ctx, const absl:
 // Finish() ran and the handler returned, so `this` is valid until Complete() finishes.
 class ParkedCall final : public grpc::ServerUnaryReactor {
  public:
-  ParkedCall(core::JobRegistry* registry, std::string job_id)
-      : registry_(registry), job_id_(std::move(job_id)) {}
+  ParkedCall(core::JobRegistry* registry, std::string job_id, const char* method)
+      : registry_(registry), job_id_(std::move(job_id)), timer_(method) {}
 
   // `start` registers the waiter and returns its id (0 when the result is already final).
   template <typename Start>
@@ -69,11 +70,15 @@ class ParkedCall final : public grpc::ServerUnaryReactor {
     if (id != 0) registry_->CancelWaiter(job_id_, id);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    timer_.Done();
+    delete this;
+  }
 
  private:
   core::JobRegistry* const registry_;
   const std::string job_id_;
+  RpcTimer timer_;
   absl::Mutex mu_;
   uint64_t waiter_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -84,11 +89,14 @@ class ParkedCall final : public grpc::ServerUnaryReactor {
 
 grpc::ServerUnaryReactor* JobStoreService::Set(grpc::CallbackServerContext* ctx,
                                                const pb::KvSetRequest* req, pb::KvSetResponse*) {
+  RpcTimer timer("KvSet");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   registry_->KvSet(*ref, req->key(), req->value(),
-                   [reactor](absl::Status st) { reactor->Finish(ToGrpc(st)); });
+                   [reactor, timer = std::move(timer)](absl::Status st) mutable {
+                     reactor->Finish(ToGrpc(st));
+                   });
   return reactor;
 }
 
@@ -97,7 +105,7 @@ grpc::ServerUnaryReactor* JobStoreService::Get(grpc::CallbackServerContext* ctx,
                                                pb::KvGetResponse* resp) {
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
-  auto* call = new ParkedCall(registry_, ref->job_id);
+  auto* call = new ParkedCall(registry_, ref->job_id, "KvGet");
   call->Park([&] {
     return registry_->KvGet(*ref, req->key(), TimeoutFromMs(req->timeout_ms()),
                             [call, resp](absl::StatusOr<std::string> value) {
@@ -114,7 +122,7 @@ grpc::ServerUnaryReactor* JobStoreService::Wait(grpc::CallbackServerContext* ctx
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   std::vector<std::string> keys(req->keys().begin(), req->keys().end());
-  auto* call = new ParkedCall(registry_, ref->job_id);
+  auto* call = new ParkedCall(registry_, ref->job_id, "KvWait");
   call->Park([&] {
     return registry_->KvWait(*ref, keys, TimeoutFromMs(req->timeout_ms()),
                              [call](absl::Status st) { call->Complete(st); });
@@ -125,11 +133,12 @@ grpc::ServerUnaryReactor* JobStoreService::Wait(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* JobStoreService::Add(grpc::CallbackServerContext* ctx,
                                                const pb::KvAddRequest* req,
                                                pb::KvAddResponse* resp) {
+  RpcTimer timer("KvAdd");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   registry_->KvAdd(*ref, req->key(), req->delta(),
-                   [reactor, resp](absl::StatusOr<int64_t> value) {
+                   [reactor, resp, timer = std::move(timer)](absl::StatusOr<int64_t> value) mutable {
                      if (value.ok()) resp->set_value(*value);
                      reactor->Finish(ToGrpc(value.status()));
                    });
@@ -139,11 +148,13 @@ grpc::ServerUnaryReactor* JobStoreService::Add(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* JobStoreService::CompareSet(grpc::CallbackServerContext* ctx,
                                                       const pb::KvCompareSetRequest* req,
                                                       pb::KvCompareSetResponse* resp) {
+  RpcTimer timer("KvCompareSet");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   registry_->KvCompareSet(*ref, req->key(), req->expected(), req->desired(),
-                          [reactor, resp](absl::StatusOr<core::CompareSetResult> r) {
+                          [reactor, resp, timer = std::move(timer)](
+                              absl::StatusOr<core::CompareSetResult> r) mutable {
                             if (r.ok()) {
                               resp->set_value(std::move(r->value));
                               resp->set_swapped(r->swapped);
@@ -156,10 +167,12 @@ grpc::ServerUnaryReactor* JobStoreService::CompareSet(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* JobStoreService::Delete(grpc::CallbackServerContext* ctx,
                                                   const pb::KvDeleteRequest* req,
                                                   pb::KvDeleteResponse* resp) {
+  RpcTimer timer("KvDelete");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  registry_->KvDelete(*ref, req->key(), [reactor, resp](absl::StatusOr<bool> deleted) {
+  registry_->KvDelete(*ref, req->key(), [reactor, resp, timer = std::move(timer)](
+                                                 absl::StatusOr<bool> deleted) mutable {
     if (deleted.ok()) resp->set_deleted(*deleted);
     reactor->Finish(ToGrpc(deleted.status()));
   });
@@ -169,6 +182,7 @@ grpc::ServerUnaryReactor* JobStoreService::Delete(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* JobStoreService::List(grpc::CallbackServerContext* ctx,
                                                 const pb::KvListRequest* req,
                                                 pb::KvListResponse* resp) {
+  RpcTimer timer("KvList");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   uint32_t page = req->page_size() == 0 ? kDefaultListPage : req->page_size();
@@ -192,6 +206,7 @@ grpc::ServerUnaryReactor* JobStoreService::List(grpc::CallbackServerContext* ctx
 grpc::ServerUnaryReactor* JobStoreService::NumKeys(grpc::CallbackServerContext* ctx,
                                                    const pb::KvNumKeysRequest* req,
                                                    pb::KvNumKeysResponse* resp) {
+  RpcTimer timer("KvNumKeys");
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   absl::StatusOr<uint64_t> n = registry_->KvNumKeys(*ref);
@@ -205,7 +220,7 @@ grpc::ServerUnaryReactor* JobStoreService::Barrier(grpc::CallbackServerContext* 
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) return Finished(ctx, ref.status());
   std::vector<uint32_t> ranks(req->ranks().begin(), req->ranks().end());
-  auto* call = new ParkedCall(registry_, ref->job_id);
+  auto* call = new ParkedCall(registry_, ref->job_id, "Barrier");
   call->Park([&] {
     return registry_->Barrier(*ref, req->name(), absl::Milliseconds(req->timeout_ms()), ranks,
                               [call](absl::Status st) { call->Complete(st); });

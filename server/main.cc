@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "core/effects.h"
+#include "server/metrics.h"
 #include "server/server.h"
 #include "server/systemd_notify.h"
 #include "store/sqlite_state_store.h"
@@ -43,6 +44,9 @@ constexpr char kUsage[] =
     "  --kv-max-keys-per-job N       keys per job (1000000)\n"
     "  --kv-max-bytes-per-job N      bytes of keys and values per job (1073741824)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
+    "  --metrics-listen HOST:PORT    serve Prometheus /metrics there (off by default; port 0 =\n"
+    "                                any, the bound port is logged)\n"
+    "  --metrics-port-file PATH      write the bound metrics port to PATH\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
     "Without --state-dir, state is kept in memory: it is lost when the daemon stops.\n";
@@ -50,6 +54,8 @@ constexpr char kUsage[] =
 struct Flags {
   ms_rendezvous::server::ServerOptions server;
   std::string port_file;
+  std::string metrics_listen;
+  std::string metrics_port_file;
   std::string state_dir;
   absl::Duration shutdown_grace = absl::Seconds(5);
 };
@@ -90,6 +96,10 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       flags->server.listen = value;
     } else if (name == "port-file") {
       flags->port_file = value;
+    } else if (name == "metrics-listen") {
+      flags->metrics_listen = value;
+    } else if (name == "metrics-port-file") {
+      flags->metrics_port_file = value;
     } else if (name == "default-topo-timeout") {
       if (!ParseDurationFlag(name, value, &flags->server.registry.default_topo_timeout, error)) {
         return false;
@@ -202,12 +212,39 @@ int main(int argc, char** argv) {
     store = std::move(*opened);
     flags.server.store = store.get();
   }
+  // Declared before the server so it outlives it (the core and services report to it).
+  std::unique_ptr<ms_rendezvous::server::Metrics> metrics;
+  if (!flags.metrics_listen.empty()) {
+    metrics = std::make_unique<ms_rendezvous::server::Metrics>();
+    absl::Status st = metrics->Listen(flags.metrics_listen);
+    if (!st.ok()) {
+      std::cerr << "ms-rendezvousd: " << st.message() << "\n";
+      return 1;
+    }
+    flags.server.registry.metrics = metrics.get();
+    ms_rendezvous::server::SetRpcObserver(metrics.get());
+    LOG(INFO) << "metrics: http://" << flags.metrics_listen << "/metrics bound_port="
+              << metrics->port();
+    if (!flags.metrics_port_file.empty()) {
+      const std::string tmp = flags.metrics_port_file + ".tmp";
+      {
+        std::ofstream out(tmp);
+        out << metrics->port() << "\n";
+      }
+      if (std::rename(tmp.c_str(), flags.metrics_port_file.c_str()) != 0) {
+        LOG(ERROR) << "cannot write --metrics-port-file " << flags.metrics_port_file << ": "
+                   << std::strerror(errno);
+        return 1;
+      }
+    }
+  }
   auto server = ms_rendezvous::server::RendezvousServer::Start(flags.server);
   if (!server.ok()) {
     LOG(ERROR) << server.status().message();
     std::cerr << "ms-rendezvousd: " << server.status().message() << "\n";
     return 1;
   }
+  if (metrics != nullptr) metrics->SetRegistry(&(*server)->registry());
   const auto& reg = flags.server.registry;
   LOG(INFO) << "ms-rendezvousd settings: listen=" << flags.server.listen
             << " bound_port=" << (*server)->port()

@@ -3,6 +3,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "server/convert.h"
+#include "server/rpc_observer.h"
 #include "server/services.h"
 
 namespace ms_rendezvous::server {
@@ -20,7 +21,7 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
  public:
   JoinReactor(core::JobRegistry* registry, grpc::CallbackServerContext* ctx,
               const pb::JoinRequest* req, pb::JoinResponse* resp)
-      : registry_(registry), resp_(resp) {
+      : registry_(registry), resp_(resp), timer_("Join") {
     absl::StatusOr<core::MemberSpec> spec = SpecFromProto(req->member());
     if (!spec.ok()) {
       Finish(ToGrpc(spec.status()));
@@ -52,6 +53,7 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
 
   void OnDone() override {
     completed_join_calls.fetch_add(1, std::memory_order_relaxed);
+    timer_.Done();
     delete this;
   }
 
@@ -71,6 +73,7 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
 
   core::JobRegistry* const registry_;
   pb::JoinResponse* const resp_;
+  RpcTimer timer_;
   std::string job_id_;
   absl::Mutex mu_;
   uint64_t waiter_ ABSL_GUARDED_BY(mu_) = 0;
@@ -91,6 +94,7 @@ grpc::ServerUnaryReactor* RendezvousService::Join(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* RendezvousService::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const pb::HeartbeatRequest* req,
                                                        pb::HeartbeatResponse* resp) {
+  RpcTimer timer("Heartbeat");
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) {
@@ -109,6 +113,7 @@ grpc::ServerUnaryReactor* RendezvousService::Heartbeat(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* RendezvousService::Leave(grpc::CallbackServerContext* ctx,
                                                    const pb::LeaveRequest* req,
                                                    pb::LeaveResponse* resp) {
+  RpcTimer timer("Leave");
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   absl::StatusOr<core::MemberRef> ref = RefFromProto(req->member());
   if (!ref.ok()) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "server/convert.h"
+#include "server/rpc_observer.h"
 #include "server/services.h"
 
 namespace ms_rendezvous::server {
@@ -17,6 +18,10 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
  public:
   SessionReactor(core::JobRegistry* registry, grpc::CallbackServerContext* ctx)
       : registry_(registry), peer_host_(HostFromPeer(ctx->peer())), sink_(std::make_shared<Sink>(this)) {
+    if (RpcObserver* o = GetRpcObserver()) {
+      observer_ = o;
+      o->OnSessionOpened();
+    }
     StartRead(&request_);
   }
 
@@ -46,6 +51,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
   void OnDone() override {
     LostSession();
     sink_->Detach();
+    if (observer_ != nullptr) observer_->OnSessionClosed();
     delete this;
   }
 
@@ -231,6 +237,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
   core::JobRegistry* const registry_;
   const std::string peer_host_;
   const std::shared_ptr<Sink> sink_;
+  RpcObserver* observer_ = nullptr;  // the one told OnSessionOpened, told OnSessionClosed
   pb::SessionRequest request_;
   absl::Mutex mu_;
   std::optional<core::MemberRef> ref_ ABSL_GUARDED_BY(mu_);
