@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "glog/logging.h"
@@ -67,18 +66,21 @@ void SystemdNotifier::Start(RendezvousServer& server) {
 }
 
 std::string ServingStatus(RendezvousServer& server) {
-  std::map<core::JobState, int> count;
-  for (const core::JobSummary& job : server.registry().ListJobs("", SIZE_MAX)) {
-    ++count[job.state];
-  }
+  const core::RegistryCounts c = server.registry().Counts();
   using core::JobState;
-  auto n = [&](JobState s) { return count[s]; };
-  const int live = n(JobState::kForming) + n(JobState::kComplete) + n(JobState::kDegraded);
+  using core::MemberState;
+  auto jobs = [&](JobState s) { return c.jobs[static_cast<int>(s)]; };
+  auto members = [&](MemberState s) { return c.members[static_cast<int>(s)]; };
+  const uint64_t live = jobs(JobState::kForming) + jobs(JobState::kComplete) +
+                        jobs(JobState::kDegraded);
   return absl::StrCat("serving ", live, " job", live == 1 ? "" : "s", " (",
-                      n(JobState::kForming), " forming, ", n(JobState::kComplete), " complete, ",
-                      n(JobState::kDegraded), " degraded; ",
-                      n(JobState::kFinished) + n(JobState::kFailed),
-                      " finished/failed retained), port ", server.port());
+                      jobs(JobState::kForming), " forming, ", jobs(JobState::kComplete),
+                      " complete, ", jobs(JobState::kDegraded), " degraded; ",
+                      jobs(JobState::kFinished) + jobs(JobState::kFailed),
+                      " finished/failed retained), ",
+                      members(MemberState::kWaiting) + members(MemberState::kActive) +
+                          members(MemberState::kSuspect),
+                      " members connected or waiting, port ", server.port());
 }
 
 void SystemdNotifier::Stop() {

@@ -71,7 +71,8 @@ class SystemdNotifier {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// "serving N jobs (F forming, C complete, D degraded; R finished/failed retained), port P".
+// "serving N jobs (F forming, C complete, D degraded; R finished/failed retained), M members
+// connected or waiting, port P". Cheap: JobRegistry::Counts(), one short lock per job.
 std::string ServingStatus(RendezvousServer& server);
 
 }  // namespace ms_rendezvous::server

@@ -22,4 +22,5 @@ set_target_properties(systemd_notify_e2e_test PROPERTIES
                       RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 add_dependencies(systemd_notify_e2e_test ms-rendezvousd)
 gtest_discover_tests(systemd_notify_e2e_test DISCOVERY_TIMEOUT 60
-                     PROPERTIES LABELS "e2e;systemd" TIMEOUT 120)
+                     PROPERTIES LABELS e2e TIMEOUT 120)
+# All of them: ctest -R "[Ss]ystemd"
