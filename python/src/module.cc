@@ -43,7 +43,14 @@ namespace msr = ms_rendezvous;
 
 namespace {
 
-bool PythonAlive() { return Py_IsInitialized() && !_Py_IsFinalizing(); }
+// False once the interpreter is shutting down: no GIL may be taken then.
+bool PythonAlive() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+  return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
 
 // A str from bytes that should be UTF-8 (messages may quote binary keys).
 py::str Utf8(const std::string& s) {
@@ -394,7 +401,9 @@ PYBIND11_MODULE(_ms_rendezvous, m) {
           "close", [](PyClient& self) { self.Close(); },
           "Destroys the underlying client: leaves the job (best effort) when joined and stops the "
           "session thread. Every later call raises FailedPreconditionError.")
-      .def("__enter__", [](py::object self) { return self; })
+      .def(
+          "__enter__", [](py::object self) { return self; },
+          "Returns the client; `with Client.from_env() as c:` closes it at the end.")
       .def(
           "__exit__", [](PyClient& self, py::args) { self.Close(); },
           "Closes the client (leaving the job when joined).")
