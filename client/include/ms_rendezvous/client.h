@@ -285,8 +285,9 @@ class Client {
 
   // Returns once every key exists. InfiniteDuration: until the job ends; ZeroDuration: check
   // once.
-  // Possible errors: DeadlineExceeded (lists the keys still missing; also for a zero timeout),
-  // InvalidArgument (negative timeout).
+  // Possible errors: DeadlineExceeded (the timeout passed; lists the keys still missing),
+  // NotFound (zero timeout and keys missing: lists them, like KvTryGet), InvalidArgument
+  // (negative timeout).
   virtual absl::Status KvWait(const std::vector<std::string>& keys, absl::Duration timeout) = 0;
 
   // Adds `delta` atomically to the decimal int64 stored at `key` (missing: 0) and returns the
