@@ -230,7 +230,7 @@ JobEvent FromProto(const pb::JobEvent& e) {
   return out;
 }
 
-// One WatchJob stream read on its own thread. Holds its own stub on the shared channel, so it
+// One WatchJob stream read on its own thread. Holds its own generated client on the shared channel, so it
 // does not depend on the Client's lifetime.
 class JobWatchImpl final : public JobWatch {
  public:
@@ -507,7 +507,7 @@ class ClientImpl final : public Client, public SessionInbox {
   absl::Status AwaitOrSessionFailure(const std::function<bool()>& done, absl::Time deadline,
                                      const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration ReconnectBudget() const;
-  // Starts one JobStore RPC (callback API) for `ref` on `stub`; `done` must be passed to it.
+  // Starts one JobStore RPC (callback API) for `ref` through the given generated client; `done` must be passed to it.
   using StartRpc = std::function<void(pb::JobStore::Stub* stub, grpc::ClientContext* ctx,
                                       const pb::MemberRef& ref,
                                       std::function<void(grpc::Status)> done)>;
