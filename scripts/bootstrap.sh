@@ -17,6 +17,7 @@ PKGS=(
   python3-torch python3-numpy
   prometheus-cpp-dev curl
   libsystemd-dev systemd
+  python3-grpcio python3-grpc-tools
 )
 
 missing=()
