@@ -90,6 +90,18 @@ absl::Status ValidateSpec(const MemberSpec& s) {
   return absl::OkStatus();
 }
 
+// The daemon's --max-members-per-job (checked after ValidateSpec, so both counts are sane).
+absl::Status CheckMembersLimit(const MemberSpec& s, const RegistryOptions& options) {
+  const uint64_t total = uint64_t{s.worker_num} + s.server_num;
+  if (options.max_members_per_job != 0 && total > options.max_members_per_job) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "MS_WORKER_NUM=", s.worker_num, " + MS_SERVER_NUM=", s.server_num, " = ", total,
+        " members exceeds this daemon's limit (--max-members-per-job=",
+        options.max_members_per_job, ")"));
+  }
+  return absl::OkStatus();
+}
+
 // Incarnations must differ across daemon restarts too: start the counter from the wall clock.
 uint64_t NextIncarnation() {
   static std::atomic<uint64_t> next{static_cast<uint64_t>(absl::ToUnixMicros(absl::Now()))};
@@ -114,9 +126,31 @@ std::shared_ptr<Job> JobRegistry::FindJob(const std::string& job_id) {
   return it == jobs_.end() ? nullptr : it->second;
 }
 
-std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx) {
+std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx,
+                                             absl::Status* error) {
   absl::MutexLock l(&mu_);
-  if (shutting_down_) return nullptr;
+  if (shutting_down_) {
+    *error = absl::UnavailableError("the rendezvous daemon is shutting down; retry");
+    return nullptr;
+  }
+  auto it = jobs_.find(spec.job_id);
+  if (it == jobs_.end() || it->second->IsEnded()) {
+    // Creating a live job: count the live ones (only when the map could be at the limit, so the
+    // common case stays O(log n)).
+    if (options_.max_jobs != 0 && jobs_.size() >= options_.max_jobs) {
+      size_t live = 0;
+      for (const auto& [id, job] : jobs_) {
+        if (!job->IsEnded()) ++live;
+      }
+      if (live >= options_.max_jobs) {
+        *error = absl::ResourceExhaustedError(absl::StrCat(
+            "cannot create job '", spec.job_id, "': the daemon already serves ", live,
+            " jobs (--max-jobs=", options_.max_jobs,
+            "); wait for jobs to end or raise --max-jobs"));
+        return nullptr;
+      }
+    }
+  }
   auto& slot = jobs_[spec.job_id];
   if (slot == nullptr || slot->IsEnded()) {
     Job::Params p;
@@ -149,6 +183,7 @@ std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx
 uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   Effects fx;  // declared first: runs after every lock below is released
   absl::Status st = ValidateSpec(spec);
+  if (st.ok()) st = CheckMembersLimit(spec, options_);
   if (!st.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
     done(st);
@@ -157,12 +192,11 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   const uint64_t waiter_id = NextWaiterId();
   const uint64_t incarnation = NextIncarnation();
   for (;;) {
-    std::shared_ptr<Job> job = JobForJoin(spec, fx);
+    absl::Status error;
+    std::shared_ptr<Job> job = JobForJoin(spec, fx, &error);
     if (job == nullptr) {
-      if (options_.metrics != nullptr) options_.metrics->OnRejection("UNAVAILABLE");
-      fx.Add([done = std::move(done)]() mutable {
-        done(absl::UnavailableError("the rendezvous daemon is shutting down; retry"));
-      });
+      if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(error));
+      fx.Add([done = std::move(done), error]() mutable { done(error); });
       return 0;
     }
     // The job may end between lookup and join (timeout, last member left): then start over,
@@ -175,18 +209,20 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
 absl::StatusOr<MemberRef> JobRegistry::JoinSession(MemberSpec spec,
                                                    std::shared_ptr<MemberSession> session) {
   Effects fx;
-  if (absl::Status st = ValidateSpec(spec); !st.ok()) {
+  absl::Status st = ValidateSpec(spec);
+  if (st.ok()) st = CheckMembersLimit(spec, options_);
+  if (!st.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
     return st;
   }
   const uint64_t incarnation = NextIncarnation();
   for (;;) {
-    std::shared_ptr<Job> job = JobForJoin(spec, fx);
-    if (job == nullptr) {
-      if (options_.metrics != nullptr) options_.metrics->OnRejection("UNAVAILABLE");
-      return absl::UnavailableError("the rendezvous daemon is shutting down; retry");
-    }
     absl::Status error;
+    std::shared_ptr<Job> job = JobForJoin(spec, fx, &error);
+    if (job == nullptr) {
+      if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(error));
+      return error;
+    }
     Job::JoinOutcome outcome = job->JoinSession(spec, incarnation, session, &error, fx);
     if (outcome == Job::JoinOutcome::kJobEnded) continue;
     if (!error.ok()) return error;

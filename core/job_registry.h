@@ -54,6 +54,14 @@ struct RegistryOptions {
   size_t max_watch_backlog = 10000;
   // Limits of each job's key/value store (--kv-max-* flags).
   KvLimits kv_limits;
+  // Live (FORMING, COMPLETE, DEGRADED) jobs at most (--max-jobs). A Join that would create one
+  // more is refused with ResourceExhausted; FINISHED and FAILED jobs awaiting forgetting do not
+  // count (they hold no members) and a Join that replaces one is refused only if it would exceed
+  // the limit too. 0 = no limit.
+  size_t max_jobs = 10000;
+  // MS_WORKER_NUM + MS_SERVER_NUM at most (--max-members-per-job); above it a Join is refused
+  // with ResourceExhausted. 0 = no limit (each role is still capped at 1,000,000).
+  uint64_t max_members_per_job = 1000000;
   // Receives counters (joins, rejections, heartbeats, deaths, KV ops); nullptr = none. Not
   // owned; must outlive the registry. Called under job locks: see core/metrics_sink.h.
   MetricsSink* metrics = nullptr;
@@ -232,7 +240,9 @@ class JobRegistry {
  private:
   std::shared_ptr<Job> FindJob(const std::string& job_id);
   // Finds or creates the job `spec` joins (replacing an ended one). nullptr when shutting down.
-  std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx);
+  // The job `spec` joins, created (or replacing an ended one) if needed. nullptr with *error set
+  // when the registry shuts down (Unavailable) or --max-jobs is reached (ResourceExhausted).
+  std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx, absl::Status* error);
   void ScheduleForget(const std::shared_ptr<Job>& job);
   void CountKv(KvOp op) {
     if (options_.metrics != nullptr) options_.metrics->OnKvOp(op);

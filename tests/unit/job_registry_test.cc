@@ -232,6 +232,93 @@ TEST_F(RegistryTest, Join_MalformedSpec_InvalidArgumentNamesField) {
   EXPECT_EQ(reg_->num_jobs(), 0u);
 }
 
+TEST_F(RegistryTest, Join_IdRules_EveryRuleRejectedWithItsVariable) {
+  const std::string longest(128, 'a');
+  const std::string too_long(129, 'a');
+  // Job id: 1..128 characters of A-Z a-z 0-9 . _ : -
+  EXPECT_THAT(Join(Spec(longest, "0", 1))->Get(), IsOk());
+  EXPECT_THAT(Join(Spec(too_long, "0"))->Get(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("MS_JOB_ID="), HasSubstr("1..128 characters"))));
+  EXPECT_THAT(Join(Spec("", "0"))->Get(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("MS_JOB_ID=\"\""), HasSubstr("1..128 characters"))));
+  for (const char* bad : {"a/b", "a b", "job\xc3\xa9", "a*", "a\nb"}) {
+    EXPECT_THAT(Join(Spec(bad, "0"))->Get(),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("MS_JOB_ID="), HasSubstr("allowed characters"))))
+        << bad;
+  }
+  EXPECT_THAT(Join(Spec("A-z_0.9:x", "0", 1))->Get(), IsOk());
+  // Node id: 1..128 printable ASCII characters without spaces.
+  EXPECT_THAT(Join(Spec("n1", longest, 1))->Get(), IsOk());
+  EXPECT_THAT(Join(Spec("n2", too_long))->Get(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("MS_NODE_ID="), HasSubstr("1..128 characters"))));
+  EXPECT_THAT(Join(Spec("n2", ""))->Get(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("MS_NODE_ID=\"\""), HasSubstr("1..128 characters"))));
+  for (const char* bad : {"a b", "a\tb", "caf\xc3\xa9", "\x7f"}) {
+    EXPECT_THAT(Join(Spec("n2", bad))->Get(),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("MS_NODE_ID="), HasSubstr("non-printable"))))
+        << bad;
+  }
+  EXPECT_THAT(Join(Spec("n3", "worker/0@host", 1))->Get(), IsOk());
+  EXPECT_EQ(reg_->num_jobs(), 4u);  // 128 a's, A-z_0.9:x, n1, n3
+}
+
+TEST_F(RegistryTest, MaxJobs_NewJobBeyondLimit_ResourceExhaustedNamesFlag) {
+  RegistryOptions options;
+  options.max_jobs = 2;
+  Reset(options);
+  auto a = Join(Spec("a", "0", 2));
+  auto b = Join(Spec("b", "0", 2));
+  auto c = Join(Spec("c", "0", 2));
+  EXPECT_THAT(c->Get(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                 AllOf(HasSubstr("'c'"), HasSubstr("already serves 2 jobs"),
+                                       HasSubstr("--max-jobs=2"))));
+  EXPECT_EQ(reg_->num_jobs(), 2u);  // the refused job left no trace
+  // Members of existing jobs are not affected by the limit.
+  auto a1 = Join(Spec("a", "1", 2));
+  ASSERT_THAT(a1->Get(), IsOk());
+  // Jobs that ended (awaiting forgetting) do not count: "a" finishes, "c" may start.
+  for (auto* r : {a.get(), a1.get()}) {
+    auto t = r->Get();
+    ASSERT_THAT(t, IsOk());
+    ASSERT_THAT(reg_->Leave(MemberRef{"a", Role::kWorker, t->node_id, t->incarnation}), IsOk());
+  }
+  ASSERT_EQ(reg_->GetJob("a")->state, JobState::kFinished);
+  auto c2 = Join(Spec("c", "0", 1));
+  EXPECT_THAT(c2->Get(), IsOk());
+  // Now b and c are live: reusing the ended id "a" would be a third live job.
+  EXPECT_THAT(Join(Spec("a", "0", 2))->Get(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-jobs=2")));
+  // Sessions are refused the same way.
+  MemberSpec d = Spec("d", "0", 2);
+  EXPECT_THAT(reg_->JoinSession(d, nullptr),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-jobs=2")));
+}
+
+TEST_F(RegistryTest, MaxMembersPerJob_SumAboveLimit_ResourceExhaustedNamesBoth) {
+  RegistryOptions options;
+  options.max_members_per_job = 10;
+  Reset(options);
+  MemberSpec s = Spec("j", "0", 8);
+  s.server_num = 3;
+  EXPECT_THAT(Join(s)->Get(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("MS_WORKER_NUM=8"), HasSubstr("MS_SERVER_NUM=3"),
+                             HasSubstr("--max-members-per-job=10"))));
+  EXPECT_THAT(reg_->JoinSession(s, nullptr),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("--max-members-per-job=10")));
+  EXPECT_EQ(reg_->num_jobs(), 0u);
+  s.server_num = 2;  // exactly at the limit
+  auto ok = Join(s);
+  EXPECT_FALSE(ok->Done());
+  EXPECT_EQ(reg_->num_jobs(), 1u);
+}
+
 TEST_F(RegistryTest, TopologyTimeout_NumericIds_EveryWaiterGetsMissingRanks) {
   auto rs = JoinNumeric("j", 4, 2);  // ranks 2 and 3 never come
   auto forming = reg_->GetJob("j");
