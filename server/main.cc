@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -43,6 +44,15 @@ constexpr char kUsage[] =
     "  --kv-max-value-bytes N        largest value (1048576)\n"
     "  --kv-max-keys-per-job N       keys per job (1000000)\n"
     "  --kv-max-bytes-per-job N      bytes of keys and values per job (1073741824)\n"
+    "  --max-receive-message-bytes N largest request accepted; larger ones fail with\n"
+    "                                RESOURCE_EXHAUSTED (default 4194304 = 4 MiB)\n"
+    "  --max-jobs N                  live (forming/complete/degraded) jobs at most; a join that\n"
+    "                                would create one more gets RESOURCE_EXHAUSTED (10000)\n"
+    "  --max-members-per-job N       MS_WORKER_NUM + MS_SERVER_NUM at most (1000000)\n"
+    "  --keepalive-time DUR          ping idle connections this often (default 30s, >= 1s)\n"
+    "  --keepalive-timeout DUR       close a connection whose ping is not acked in time (10s)\n"
+    "  --max-connection-idle DUR     close connections without any call for this long\n"
+    "                                (default 1h; 0 = never; members in a session are never idle)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
     "  --metrics-listen HOST:PORT    serve Prometheus /metrics there (off by default; port 0 =\n"
     "                                any, the bound port is logged)\n"
@@ -140,6 +150,37 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
        : name == "kv-max-value-bytes"  ? kv.max_value_bytes
        : name == "kv-max-keys-per-job" ? kv.max_keys_per_job
                                        : kv.max_bytes_per_job) = v;
+    } else if (name == "max-receive-message-bytes" || name == "max-jobs" ||
+               name == "max-members-per-job") {
+      uint64_t v = 0;
+      const uint64_t max = name == "max-receive-message-bytes" ? uint64_t{INT32_MAX}
+                                                                : uint64_t{UINT32_MAX};
+      if (!absl::SimpleAtoi(value, &v) || v == 0 || v > max) {
+        *error = absl::StrCat("--", name, "=\"", value, "\" must be an integer in 1..", max);
+        return false;
+      }
+      if (name == "max-receive-message-bytes") {
+        flags->server.max_receive_message_bytes = static_cast<int>(v);
+      } else if (name == "max-jobs") {
+        flags->server.registry.max_jobs = v;
+      } else {
+        flags->server.registry.max_members_per_job = v;
+      }
+    } else if (name == "keepalive-time" || name == "keepalive-timeout") {
+      absl::Duration* d = name == "keepalive-time" ? &flags->server.keepalive_time
+                                                   : &flags->server.keepalive_timeout;
+      if (!ParseDurationFlag(name, value, d, error)) return false;
+      if (*d < absl::Seconds(1) || *d == absl::InfiniteDuration()) {
+        *error = absl::StrCat("--", name, "=\"", value, "\" must be a finite duration >= 1s");
+        return false;
+      }
+    } else if (name == "max-connection-idle") {
+      if (!ParseDurationFlag(name, value, &flags->server.max_connection_idle, error)) {
+        return false;
+      }
+      if (flags->server.max_connection_idle == absl::ZeroDuration()) {
+        flags->server.max_connection_idle = absl::InfiniteDuration();  // 0 = never
+      }
     } else if (name == "max-watch-backlog") {
       if (!absl::SimpleAtoi(value, &flags->server.registry.max_watch_backlog) ||
           flags->server.registry.max_watch_backlog == 0) {
@@ -255,6 +296,12 @@ int main(int argc, char** argv) {
             << " kv_max_value_bytes=" << reg.kv_limits.max_value_bytes
             << " kv_max_keys_per_job=" << reg.kv_limits.max_keys_per_job
             << " kv_max_bytes_per_job=" << reg.kv_limits.max_bytes_per_job
+            << " max_receive_message_bytes=" << flags.server.max_receive_message_bytes
+            << " max_jobs=" << reg.max_jobs
+            << " max_members_per_job=" << reg.max_members_per_job
+            << " keepalive_time=" << absl::FormatDuration(flags.server.keepalive_time)
+            << " keepalive_timeout=" << absl::FormatDuration(flags.server.keepalive_timeout)
+            << " max_connection_idle=" << absl::FormatDuration(flags.server.max_connection_idle)
             << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
             << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)
             << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " state="

@@ -2,7 +2,9 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <atomic>
+#include <limits>
 #include <chrono>
 #include <thread>
 
@@ -40,6 +42,12 @@ absl::Status ParseListen(const std::string& listen, std::string* host, int* port
         "listen address \"", listen, "\" has no host: use 0.0.0.0 to listen on every address"));
   }
   return absl::OkStatus();
+}
+
+// A duration as a channel-argument int (milliseconds, at least 1, at most INT_MAX).
+int ClampMs(absl::Duration d) {
+  const int64_t ms = absl::ToInt64Milliseconds(d);
+  return static_cast<int>(std::clamp<int64_t>(ms, 1, std::numeric_limits<int>::max()));
 }
 
 }  // namespace
@@ -153,11 +161,18 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   // gRPC enables SO_REUSEPORT by default: a second daemon (or a stale embedded scheduler) on the
   // same port would silently share the traffic and split jobs between two registries. Refuse.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, ClampMs(options.keepalive_time));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, ClampMs(options.keepalive_timeout));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  // Keepalive enforcement: a client may ping at most every 5 s; after 2 pings that came too
+  // early (strikes) its connection gets GOAWAY (ENHANCE_YOUR_CALM "too_many_pings").
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  if (options.max_connection_idle != absl::InfiniteDuration()) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                               ClampMs(options.max_connection_idle));
+  }
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat(

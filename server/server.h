@@ -28,6 +28,17 @@ struct ServerOptions {
   // Where membership is persisted (not owned; must outlive the server). nullptr: in memory only.
   // With a store, its state is loaded and restored before the port is opened.
   core::StateStore* store = nullptr;
+  // Largest request message accepted (--max-receive-message-bytes); larger ones fail with
+  // ResourceExhausted (gRPC's own message). Must be >= 1.
+  int max_receive_message_bytes = 4 * 1024 * 1024;
+  // Server-side keepalive (--keepalive-time / --keepalive-timeout): ping an idle connection
+  // after keepalive_time, close it if the ping is not acknowledged within keepalive_timeout.
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Connections with no active call for this long are closed (--max-connection-idle; GOAWAY,
+  // clients reconnect on their next call). Members holding a session always have an active
+  // call, so they are never affected. InfiniteDuration = never.
+  absl::Duration max_connection_idle = absl::Hours(1);
 };
 
 class RendezvousServer {

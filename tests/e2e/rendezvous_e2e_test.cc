@@ -296,5 +296,52 @@ TEST(E2E, DaemonSigterm_DrainsPromptlyWithWaitingMembers) {
       << waiting->Stderr();
 }
 
+// Limits (issue 7 item 5): every limit flag is logged at start; a bad value stops the daemon
+// with exit code 2 and a message naming the flag.
+TEST(E2E, LimitFlags_LoggedAtStart_BadValuesRejectedNamingTheFlag) {
+  {
+    Daemon d({"--max-receive-message-bytes", "65536", "--max-jobs", "7",
+              "--max-members-per-job", "99", "--keepalive-time", "20s",
+              "--keepalive-timeout", "5s", "--max-connection-idle", "10m"});
+    ASSERT_NE(d.port(), 0) << d.proc().Stderr();
+    EXPECT_THAT(d.proc().Stderr(),
+                AllOf(HasSubstr("max_receive_message_bytes=65536"), HasSubstr("max_jobs=7"),
+                      HasSubstr("max_members_per_job=99"), HasSubstr("keepalive_time=20s"),
+                      HasSubstr("keepalive_timeout=5s"), HasSubstr("max_connection_idle=10m")));
+  }
+  {
+    Daemon d;  // defaults
+    ASSERT_NE(d.port(), 0) << d.proc().Stderr();
+    EXPECT_THAT(d.proc().Stderr(),
+                AllOf(HasSubstr("max_receive_message_bytes=4194304"), HasSubstr("max_jobs=10000"),
+                      HasSubstr("max_members_per_job=1000000"), HasSubstr("keepalive_time=30s"),
+                      HasSubstr("keepalive_timeout=10s"), HasSubstr("max_connection_idle=1h")));
+  }
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"--max-receive-message-bytes", "0"},    {"--max-receive-message-bytes", "4GiB"},
+      {"--max-receive-message-bytes", "3000000000"},
+      {"--max-jobs", "0"},                     {"--max-jobs", "-1"},
+      {"--max-members-per-job", "many"},       {"--keepalive-time", "500ms"},
+      {"--keepalive-time", "abc"},             {"--keepalive-timeout", "0s"},
+      {"--max-connection-idle", "-5s"},
+  };
+  for (const auto& [flag, value] : bad) {
+    Subprocess p("ms-rendezvousd", {"--listen", "127.0.0.1:0", flag + "=" + value}, Env{});
+    auto code = p.Wait(absl::Seconds(30));
+    ASSERT_TRUE(code.has_value()) << flag << "=" << value << " did not stop the daemon";
+    EXPECT_EQ(*code, 2) << flag << "=" << value << ": " << p.Stderr();
+    EXPECT_THAT(p.Stderr(), HasSubstr(flag + "=\"" + value + "\"")) << p.Stderr();
+  }
+  // --help documents every limit with its default.
+  Subprocess help("ms-rendezvousd", {"--help"}, Env{});
+  ASSERT_EQ(help.Wait(absl::Seconds(30)).value_or(-1), 0);
+  EXPECT_THAT(help.Stdout(),
+              AllOf(HasSubstr("--max-receive-message-bytes N"), HasSubstr("4194304"),
+                    HasSubstr("--max-jobs N"), HasSubstr("(10000)"),
+                    HasSubstr("--max-members-per-job N"), HasSubstr("(1000000)"),
+                    HasSubstr("--keepalive-time DUR"), HasSubstr("--keepalive-timeout DUR"),
+                    HasSubstr("--max-connection-idle DUR")));
+}
+
 }  // namespace
 }  // namespace ms_rendezvous::testing

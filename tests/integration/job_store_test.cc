@@ -34,6 +34,7 @@ class JobStoreTest : public ::testing::Test {
     o.listen = "127.0.0.1:0";
     o.registry.kv_limits.max_value_bytes = 1000;
     o.registry.kv_limits.max_keys_per_job = 50;
+    Configure(o);
     auto s = RendezvousServer::Start(o);
     ASSERT_TRUE(s.ok()) << s.status();
     server_ = std::move(*s);
@@ -41,6 +42,7 @@ class JobStoreTest : public ::testing::Test {
     rdv_ = pb::Rendezvous::NewStub(channel);
     kv_ = pb::JobStore::NewStub(channel);
   }
+  virtual void Configure(ServerOptions& o) {}
   void TearDown() override {
     for (auto& m : members_) m.ctx->TryCancel();
     members_.clear();
@@ -160,6 +162,26 @@ TEST_F(JobStoreTest, Limits_ResourceExhaustedNamingTheFlag_NothingChanged) {
   std::string v;
   ASSERT_TRUE(Get(refs[0], "k", 0, &v).ok());
   EXPECT_EQ(v, "small");
+}
+
+// --max-receive-message-bytes: gRPC refuses a larger request before any handler runs.
+class SmallMessagesTest : public JobStoreTest {
+ protected:
+  void Configure(ServerOptions& o) override {
+    o.max_receive_message_bytes = 64 * 1024;
+    o.registry.kv_limits.max_value_bytes = 1 << 20;  // the message limit is the one that bites
+  }
+};
+
+TEST_F(SmallMessagesTest, RequestAboveMaxReceiveMessageBytes_ResourceExhausted) {
+  auto refs = JoinJob("big", 1);
+  ASSERT_TRUE(Set(refs[0], "k", std::string(60 * 1024, 'x')).ok());
+  grpc::Status st = Set(refs[0], "k", std::string(100 * 1024, 'y'));
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("larger than max"));
+  std::string v;
+  ASSERT_TRUE(Get(refs[0], "k", 0, &v).ok());
+  EXPECT_EQ(v.size(), 60u * 1024);  // unchanged; the member and its session are unaffected
 }
 
 TEST_F(JobStoreTest, CrossJob_KeysInvisible_ForgedRefRejected) {
