@@ -18,6 +18,7 @@ PKGS=(
   prometheus-cpp-dev curl
   libsystemd-dev systemd
   python3-grpcio python3-grpc-tools
+  clang libclang-rt-14-dev
 )
 
 missing=()
