@@ -7,6 +7,7 @@
 #define MS_RENDEZVOUS_CORE_CLOCK_H_
 
 #include <chrono>
+#include <limits>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -20,10 +21,19 @@ using MonoTime = std::chrono::steady_clock::time_point;
 inline absl::Duration ToDuration(std::chrono::steady_clock::duration d) {
   return absl::FromChrono(d);
 }
+// t + d, saturating at MonoTime::max()/min() instead of overflowing (durations come from the
+// wire: MS_TOPO_TIMEOUT / MS_NODE_TIMEOUT in milliseconds may be close to INT64_MAX).
 inline MonoTime AddDuration(MonoTime t, absl::Duration d) {
   if (d == absl::InfiniteDuration()) return MonoTime::max();
-  return t + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                 absl::ToChronoNanoseconds(d));
+  if (d == -absl::InfiniteDuration()) return MonoTime::min();
+  using Rep = MonoTime::duration::rep;
+  const Rep base = t.time_since_epoch().count();
+  const Rep delta = std::chrono::duration_cast<MonoTime::duration>(
+                        absl::ToChronoNanoseconds(d))  // saturates for huge durations
+                        .count();
+  if (delta > 0 && base > std::numeric_limits<Rep>::max() - delta) return MonoTime::max();
+  if (delta < 0 && base < std::numeric_limits<Rep>::min() - delta) return MonoTime::min();
+  return t + MonoTime::duration(delta);
 }
 
 class Clock {

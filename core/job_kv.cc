@@ -276,6 +276,9 @@ void JobKv::Delete(const std::string& key, absl::AnyInvocable<void(absl::StatusO
 
 absl::StatusOr<KvPage> JobKv::List(const std::string& prefix, const std::string& after,
                                    size_t limit) {
+  if (limit == 0) {
+    return absl::InvalidArgumentError("KV list page size must be >= 1");
+  }
   absl::MutexLock l(&mu_);
   if (!failed_.ok()) return failed_;
   KvPage page;

@@ -1228,5 +1228,13 @@ TEST_F(KvLimitsTest, TooManyKeys_DeleteFreesASlot) {
   EXPECT_THAT(Set(ms[0].ref, "d", "1"), IsOk());
 }
 
+// Regression (found by spec_fuzzer): a page size of 0 read back() of an empty page.
+TEST_F(KvBarrierTest, List_ZeroPageSize_InvalidArgument) {
+  auto ms = JoinAll(1);
+  ASSERT_THAT(Set(ms[0].ref, "a", "1"), IsOk());
+  EXPECT_THAT(reg_->KvList(ms[0].ref, "", "", 0),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("page size")));
+}
+
 }  // namespace
 }  // namespace ms_rendezvous::core

@@ -237,6 +237,20 @@ TEST_F(LivenessTest, NegativeNodeTimeout_SilenceIsNeverDeath) {
   EXPECT_EQ(Info(0).state, MemberState::kActive);
 }
 
+// Regression (found by spec_fuzzer): a huge finite MS_TOPO_TIMEOUT overflowed the monotonic
+// deadline (signed overflow in AddDuration). It now saturates: the job simply never times out.
+TEST_F(LivenessTest, HugeTimeouts_SaturateInsteadOfOverflowing) {
+  MemberSpec s = Spec("0", 2);
+  s.topo_timeout_ms = std::numeric_limits<int64_t>::max();
+  s.node_timeout_ms = std::numeric_limits<int64_t>::max();
+  Join(s);
+  Advance(absl::Hours(24 * 365));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kForming);
+  EXPECT_EQ(AddDuration(MonoTime::max() - std::chrono::seconds(1), absl::Hours(1)), MonoTime::max());
+  EXPECT_EQ(AddDuration(MonoTime::min() + std::chrono::seconds(1), -absl::Hours(1)), MonoTime::min());
+  EXPECT_EQ(AddDuration(MonoTime(), absl::Seconds(1)), MonoTime() + std::chrono::seconds(1));
+}
+
 TEST_F(LivenessTest, WallClockJump_ChangesNothing) {
   auto ms = JoinAll(2);
   clock_.JumpWallClock(absl::Hours(24));
