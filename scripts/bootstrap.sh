@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that building and testing ms-rendezvous needs.
 # Idempotent: when everything is present it prints nothing and exits 0.
-# Usage: scripts/bootstrap.sh [--with-test-extras]
+# Usage: scripts/bootstrap.sh   (called by scripts/demo.sh and scripts/test.sh)
 set -euo pipefail
 
 PKGS=(
