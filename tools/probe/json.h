@@ -8,47 +8,16 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "tools/common/json.h"
 
 namespace ms_rendezvous::probe {
 
-// `text` as a JSON string literal, quotes included. Bytes >= 0x80 pass through unchanged (the
-// input is expected to be UTF-8); control characters are escaped.
+// `text` as a JSON string literal, quotes included (the tools' one escaper: bytes >= 0x80 pass
+// through unchanged, control characters are escaped).
 inline std::string JsonString(absl::string_view text) {
   std::string out;
   out.reserve(text.size() + 2);
-  out.push_back('"');
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          absl::StrAppendFormat(&out, "\\u%04x", static_cast<unsigned char>(c));
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
+  tools::AppendJsonString(text, &out);
   return out;
 }
 
