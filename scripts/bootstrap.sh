@@ -19,6 +19,7 @@ PKGS=(
   libsystemd-dev systemd
   python3-grpcio python3-grpc-tools
   clang libclang-rt-14-dev
+  etcd-server etcd-client
 )
 
 missing=()
