@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "core/credentials.h"
 #include "core/messages.h"
 #include "core/status_util.h"
 
@@ -104,6 +105,7 @@ JobRecord Job::RecordOf() const {
   r.recovery_enabled = params_.recovery_enabled;
   r.state = state_;
   r.failure_reason = failure_reason_;
+  r.token_digest = params_.token_digest;
   return r;
 }
 
@@ -117,6 +119,7 @@ MemberRecord Job::RecordOf(const Member& m) const {
   r.device_id = m.device_id;
   r.device_ip = m.device_ip;
   r.incarnation = m.incarnation;
+  r.credential = m.credential;
   // Liveness suspicion is not durable: after a restart every member gets a fresh grace.
   r.state = m.state == MemberState::kSuspect
                 ? (m.has_rank ? MemberState::kActive : MemberState::kWaiting)
@@ -166,7 +169,7 @@ void Job::SendRegistered(Member& m, Effects& fx) {
   if (!m.session.has_value()) return;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session,
-          ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation}] {
+          ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation, m.credential}] {
     order->Deliver(seq, [session, ref] { session->OnRegistered(ref); });
   });
 }
@@ -273,8 +276,28 @@ absl::Status Job::Validate(const MemberSpec& spec) {
   return absl::OkStatus();
 }
 
+absl::Status Job::CheckToken(const MemberSpec& spec) const {
+  if (SecretEquals(spec.token_digest, params_.token_digest)) return absl::OkStatus();
+  if (params_.token_digest.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job '", params_.id, "' was created without a job token, but node '", spec.node_id,
+        "' presents one (MS_JOB_TOKEN): set the same MS_JOB_TOKEN on every member, or on none"));
+  }
+  if (spec.token_digest.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job '", params_.id, "' requires a job token: node '", spec.node_id,
+        "' presents none; set MS_JOB_TOKEN to the token the job was created with"));
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "the job token presented by node '", spec.node_id, "' does not match the token job '",
+      params_.id, "' was created with (MS_JOB_TOKEN)"));
+}
+
 absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t incarnation,
-                                           Effects& fx) {
+                                           const std::string& credential, Effects& fx) {
+  // The token is checked before anything else, so a rejected caller learns nothing about the
+  // job's members and changes nothing.
+  RETURN_IF_ERROR(CheckToken(spec));
   const int ri = RoleIndex(spec.role);
   // Recovery: a dead (or disconnected) member of a running job is taken over by the new
   // incarnation, which inherits its rank.
@@ -287,7 +310,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
           !spec.enable_recovery) {
         RETURN_IF_ERROR(Validate(spec));  // reports the disagreement
       }
-      Recover(it->second, spec, incarnation, fx);
+      Recover(it->second, spec, incarnation, credential, fx);
       if (options_.metrics != nullptr) options_.metrics->OnJoin(spec.role);
       return &it->second;
     }
@@ -304,6 +327,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   m.device_ip = spec.device_ip;
   m.role = spec.role;
   m.incarnation = incarnation;
+  m.credential = credential;
   m.heartbeat_disabled = spec.heartbeat_disabled;
   m.joined_at = m.last_seen = clock_->Now();
   m.pinned_rank = NumericNodeId(spec.node_id);
@@ -322,7 +346,8 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   return &m;
 }
 
-void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effects& fx) {
+void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation,
+                  const std::string& credential, Effects& fx) {
   const MonoTime now = clock_->Now();
   const bool was_dead = m.state == MemberState::kDead;
   if (m.session.has_value()) {
@@ -339,6 +364,7 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effec
   m.device_ip = spec.device_ip;
   ++host_counts_[m.host];
   m.incarnation = incarnation;
+  m.credential = credential;
   m.heartbeat_disabled = spec.heartbeat_disabled;
   SetState(m, MemberState::kActive);
   m.reason.clear();
@@ -359,13 +385,14 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effec
   }
 }
 
-Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_t waiter_id,
+Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation,
+                           const std::string& credential, uint64_t waiter_id,
                            JoinCallback& done, Effects& fx) {
   absl::MutexLock l(&mu_);
   if (state_ == JobState::kFinished || state_ == JobState::kFailed) {
     return JoinOutcome::kJobEnded;
   }
-  absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
+  absl::StatusOr<Member*> m = Register(spec, incarnation, credential, fx);
   if (!m.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(m.status()));
     fx.Add([done = std::move(done), st = m.status()]() mutable { done(st); });
@@ -387,13 +414,14 @@ Job::JoinOutcome Job::Join(const MemberSpec& spec, uint64_t incarnation, uint64_
 }
 
 Job::JoinOutcome Job::JoinSession(const MemberSpec& spec, uint64_t incarnation,
+                                  const std::string& credential,
                                   std::shared_ptr<MemberSession> session, absl::Status* error,
                                   Effects& fx) {
   absl::MutexLock l(&mu_);
   if (state_ == JobState::kFinished || state_ == JobState::kFailed) {
     return JoinOutcome::kJobEnded;
   }
-  absl::StatusOr<Member*> m = Register(spec, incarnation, fx);
+  absl::StatusOr<Member*> m = Register(spec, incarnation, credential, fx);
   if (!m.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(m.status()));
     *error = m.status();
@@ -597,6 +625,13 @@ absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
         params_.id, "': the current registration is incarnation ", it->second.incarnation,
         "; this process must join again"));
   }
+  // Members restored from a state dir written before credentials existed have none.
+  if (!it->second.credential.empty() && !SecretEquals(it->second.credential, ref.credential)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the member credential does not match node '", ref.node_id, "' (", RoleName(ref.role),
+        ") of job '", params_.id, "': a process may act only as itself, with the credential "
+        "its own registration returned"));
+  }
   return &it->second;
 }
 
@@ -615,7 +650,12 @@ absl::Status Job::ResumeSession(const MemberRef& ref, uint64_t generation,
   }
   absl::StatusOr<Member*> found = FindMember(ref);
   if (!found.ok()) {
-    return absl::AbortedError(absl::StrCat("cannot resume: ", found.status().message()));
+    // Somebody else's registration stays PermissionDenied; a registration that is gone or
+    // replaced is Aborted (the client joins again).
+    return absl::Status(found.status().code() == absl::StatusCode::kPermissionDenied
+                            ? absl::StatusCode::kPermissionDenied
+                            : absl::StatusCode::kAborted,
+                        absl::StrCat("cannot resume: ", found.status().message()));
   }
   Member& m = **found;
   if (generation != 0 && generation != params_.generation) {
@@ -760,6 +800,19 @@ absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {
 
 // --- timers -----------------------------------------------------------------------------------
 
+absl::Status Job::Abort(const std::string& reason, Effects& fx) {
+  absl::MutexLock l(&mu_);
+  if (state_ == JobState::kFailed || state_ == JobState::kFinished) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", params_.id, "' already ended (", JobStateName(state_),
+        failure_reason_.empty() ? "" : ": ", failure_reason_, "); nothing to abort"));
+  }
+  Fail(absl::StrCat("job '", params_.id, "' was aborted by an operator: ", reason),
+       absl::StatusCode::kAborted, {}, fx);
+  fx.Submit(store_);
+  return absl::OkStatus();
+}
+
 bool Job::OnTopologyTimeout(Effects& fx) {
   absl::MutexLock l(&mu_);
   if (state_ != JobState::kForming || clock_->Now() < topo_deadline_) return false;
@@ -867,6 +920,7 @@ void Job::RestoreMember(const MemberRecord& r) {
   m.state = r.state;
   m.reason = r.reason;
   m.incarnation = r.incarnation;
+  m.credential = r.credential;
   m.joined_at = m.last_seen = clock_->Now();
   m.pinned_rank = NumericNodeId(r.node_id);
   if (m.pinned_rank.has_value()) {
@@ -1164,6 +1218,7 @@ Topology Job::TopologyOf(const Member& m) const {
   t.incarnation = m.incarnation;
   t.worker_num = params_.worker_num;
   t.server_num = params_.server_num;
+  t.credential = m.credential;
   return t;
 }
 

@@ -52,6 +52,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/credentials.h"
 #include "core/deadline_queue.h"
 #include "core/effects.h"
 #include "core/job_kv.h"
@@ -93,6 +94,7 @@ class Job {
     int64_t topo_timeout_ms = 0;  // resolved: > 0, or < 0 for forever
     int64_t node_timeout_ms = 0;  // resolved: > 0, or < 0 for never
     bool recovery_enabled = false;
+    std::string token_digest;  // SHA-256 of the job token; empty: the job has none
   };
 
   Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store,
@@ -100,6 +102,10 @@ class Job {
   ~Job();
 
   const std::string& id() const { return params_.id; }
+  // True when the job has a token and `digest` is its digest (constant-time).
+  bool TokenMatches(const std::string& digest) const {
+    return !params_.token_digest.empty() && SecretEquals(params_.token_digest, digest);
+  }
   uint64_t uid() const { return params_.uid; }
   uint64_t generation() const { return params_.generation; }
 
@@ -111,10 +117,12 @@ class Job {
   // the registry starts a new job for the id and retries).
   enum class JoinOutcome { kParked, kDone, kJobEnded };
   // Unary join: `done` is consumed unless kJobEnded.
-  JoinOutcome Join(const MemberSpec& spec, uint64_t incarnation, uint64_t waiter_id,
+  JoinOutcome Join(const MemberSpec& spec, uint64_t incarnation, const std::string& credential,
+                   uint64_t waiter_id,
                    JoinCallback& done, Effects& fx);
   // Session join: on kDone `*error` holds the rejection.
   JoinOutcome JoinSession(const MemberSpec& spec, uint64_t incarnation,
+                          const std::string& credential,
                           std::shared_ptr<MemberSession> session, absl::Status* error,
                           Effects& fx);
 
@@ -125,6 +133,10 @@ class Job {
   absl::Status ReportError(const MemberRef& ref, const std::string& reason, Effects& fx);
   absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
   absl::StatusOr<JobState> Leave(const MemberRef& ref, Effects& fx);
+
+  // Operator abort: the job fails with `reason` and every member is told (JOB_FAILED).
+  // FailedPrecondition when the job already ended.
+  absl::Status Abort(const std::string& reason, Effects& fx);
 
   // Deadline handlers; each re-checks the current state and ignores stale timers.
   // Returns true when the job ended (so the registry schedules its forgetting).
@@ -179,6 +191,7 @@ class Job {
     bool has_rank = false;
     RankOutput placement;
     uint64_t incarnation = 0;
+    std::string credential;  // member credential of this incarnation (credentials.h)
     MonoTime joined_at;
     MonoTime last_seen;
     std::string reason;       // why DEAD / FAILED
@@ -213,12 +226,16 @@ class Job {
   void FailBarriers(const absl::Status& status, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Status Validate(const MemberSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PermissionDenied unless the spec's token digest is the job's (both may be empty).
+  absl::Status CheckToken(const MemberSpec& spec) const;
   // Shared by both join flavours: validation, recovery, registration. On success returns the
   // member; on rejection returns the status.
-  absl::StatusOr<Member*> Register(const MemberSpec& spec, uint64_t incarnation, Effects& fx)
+  absl::StatusOr<Member*> Register(const MemberSpec& spec, uint64_t incarnation,
+                                   const std::string& credential, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Recovery: `m` (DEAD or SUSPECT) is taken over by a new incarnation.
-  void Recover(Member& m, const MemberSpec& spec, uint64_t incarnation, Effects& fx)
+  void Recover(Member& m, const MemberSpec& spec, uint64_t incarnation,
+               const std::string& credential, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeComplete(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Complete(Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/credentials.h"
 #include "core/effects.h"
 #include "core/job.h"
 #include "core/status_util.h"
@@ -13,6 +14,7 @@ namespace ms_rendezvous::core {
 namespace {
 
 constexpr uint32_t kMaxMembersPerRole = 1000000;
+constexpr size_t kMaxJobTokenBytes = 1024;
 
 bool ValidJobIdChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -26,7 +28,7 @@ std::string Quote(const std::string& s) {
 
 // Checks a spec on its own (without looking at its job). Messages name the environment
 // variable a user sets, the value and what is allowed.
-absl::Status ValidateSpec(const MemberSpec& s) {
+absl::Status ValidateJobId(const MemberSpec& s) {
   if (s.job_id.empty() || s.job_id.size() > 128) {
     return absl::InvalidArgumentError(absl::StrCat("MS_JOB_ID=", Quote(s.job_id),
                                                    " must be 1..128 characters long"));
@@ -38,6 +40,41 @@ absl::Status ValidateSpec(const MemberSpec& s) {
           "': allowed characters are A-Z a-z 0-9 . _ : -"));
     }
   }
+  return absl::OkStatus();
+}
+
+// The fields the job's creator fixes (MS_WORKER_NUM, MS_SERVER_NUM, MS_NODE_TIMEOUT, token).
+absl::Status ValidateJobFields(const MemberSpec& s) {
+  if (s.worker_num == 0 || s.worker_num > kMaxMembersPerRole) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_WORKER_NUM=", s.worker_num,
+                                                   " must be in 1..", kMaxMembersPerRole));
+  }
+  if (s.server_num > kMaxMembersPerRole) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_SERVER_NUM=", s.server_num,
+                                                   " must be in 0..", kMaxMembersPerRole));
+  }
+  if (s.node_timeout_ms > 0 && s.node_timeout_ms < 100) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MS_NODE_TIMEOUT=", s.node_timeout_ms, "ms is too short: allowed >= 100ms, or negative "
+        "for never"));
+  }
+  // The token travels as gRPC metadata (printable ASCII); it is never echoed in messages.
+  if (s.job_token.size() > kMaxJobTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("MS_JOB_TOKEN is ", s.job_token.size(),
+                                                   " bytes long: allowed 1..", kMaxJobTokenBytes));
+  }
+  for (char c : s.job_token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "MS_JOB_TOKEN contains a space or non-printable character: allowed are printable "
+          "ASCII characters");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSpec(const MemberSpec& s) {
+  RETURN_IF_ERROR(ValidateJobId(s));
   if (s.role != Role::kWorker && s.role != Role::kPServer) {
     return absl::InvalidArgumentError(
         "MS_ROLE must be MS_WORKER or MS_PSERVER to join a job (MS_SCHED runs a scheduler)");
@@ -69,19 +106,7 @@ absl::Status ValidateSpec(const MemberSpec& s) {
     return absl::InvalidArgumentError(
         absl::StrCat("DEVICE_ID=", s.device_id, " must be >= 0 (or unset)"));
   }
-  if (s.worker_num == 0 || s.worker_num > kMaxMembersPerRole) {
-    return absl::InvalidArgumentError(absl::StrCat("MS_WORKER_NUM=", s.worker_num,
-                                                   " must be in 1..", kMaxMembersPerRole));
-  }
-  if (s.server_num > kMaxMembersPerRole) {
-    return absl::InvalidArgumentError(absl::StrCat("MS_SERVER_NUM=", s.server_num,
-                                                   " must be in 0..", kMaxMembersPerRole));
-  }
-  if (s.node_timeout_ms > 0 && s.node_timeout_ms < 100) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MS_NODE_TIMEOUT=", s.node_timeout_ms, "ms is too short: allowed >= 100ms, or negative "
-        "for never"));
-  }
+  RETURN_IF_ERROR(ValidateJobFields(s));
   if (s.role == Role::kPServer && s.server_num == 0) {
     return absl::InvalidArgumentError(
         "MS_ROLE=MS_PSERVER but MS_SERVER_NUM=0: a parameter server needs MS_SERVER_NUM > 0 "
@@ -98,6 +123,16 @@ absl::Status CheckMembersLimit(const MemberSpec& s, const RegistryOptions& optio
         "MS_WORKER_NUM=", s.worker_num, " + MS_SERVER_NUM=", s.server_num, " = ", total,
         " members exceeds this daemon's limit (--max-members-per-job=",
         options.max_members_per_job, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// --require-job-token.
+absl::Status CheckTokenRequired(const MemberSpec& s, const RegistryOptions& options) {
+  if (options.require_job_token && s.job_token.empty()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "job '", s.job_id, "': this daemon admits only jobs with a job token "
+        "(--require-job-token); set MS_JOB_TOKEN on every member"));
   }
   return absl::OkStatus();
 }
@@ -127,13 +162,19 @@ std::shared_ptr<Job> JobRegistry::FindJob(const std::string& job_id) {
 }
 
 std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx,
-                                             absl::Status* error) {
+                                             absl::Status* error, bool create_only) {
   absl::MutexLock l(&mu_);
   if (shutting_down_) {
     *error = absl::UnavailableError("the rendezvous daemon is shutting down; retry");
     return nullptr;
   }
   auto it = jobs_.find(spec.job_id);
+  if (create_only && it != jobs_.end() && !it->second->IsEnded()) {
+    *error = absl::AlreadyExistsError(absl::StrCat(
+        "job '", spec.job_id, "' already exists (", JobStateName(it->second->state()),
+        "); abort and delete it first, or choose another job id"));
+    return nullptr;
+  }
   if (it == jobs_.end() || it->second->IsEnded()) {
     // Creating a live job: count the live ones (only when the map could be at the limit, so the
     // common case stays O(log n)).
@@ -166,6 +207,7 @@ std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx
                             ? spec.node_timeout_ms
                             : absl::ToInt64Milliseconds(options_.default_node_timeout);
     p.recovery_enabled = spec.enable_recovery;
+    p.token_digest = spec.token_digest;  // the creating member fixes the job token
     if (slot != nullptr) {
       slot->EndWatches(absl::OkStatus(), fx);  // replaced: watchers see the stream end
       Mutation del;
@@ -183,14 +225,17 @@ std::shared_ptr<Job> JobRegistry::JobForJoin(const MemberSpec& spec, Effects& fx
 uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
   Effects fx;  // declared first: runs after every lock below is released
   absl::Status st = ValidateSpec(spec);
+  if (st.ok()) st = CheckTokenRequired(spec, options_);
   if (st.ok()) st = CheckMembersLimit(spec, options_);
   if (!st.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
     done(st);
     return 0;
   }
+  spec.token_digest = TokenDigest(spec.job_token);
   const uint64_t waiter_id = NextWaiterId();
   const uint64_t incarnation = NextIncarnation();
+  const std::string credential = NewMemberCredential();
   for (;;) {
     absl::Status error;
     std::shared_ptr<Job> job = JobForJoin(spec, fx, &error);
@@ -201,7 +246,10 @@ uint64_t JobRegistry::Join(MemberSpec spec, JoinCallback done) {
     }
     // The job may end between lookup and join (timeout, last member left): then start over,
     // which replaces it with a new job for this id.
-    if (job->Join(spec, incarnation, waiter_id, done, fx) != Job::JoinOutcome::kJobEnded) break;
+    if (job->Join(spec, incarnation, credential, waiter_id, done, fx) !=
+        Job::JoinOutcome::kJobEnded) {
+      break;
+    }
   }
   return waiter_id;
 }
@@ -210,12 +258,15 @@ absl::StatusOr<MemberRef> JobRegistry::JoinSession(MemberSpec spec,
                                                    std::shared_ptr<MemberSession> session) {
   Effects fx;
   absl::Status st = ValidateSpec(spec);
+  if (st.ok()) st = CheckTokenRequired(spec, options_);
   if (st.ok()) st = CheckMembersLimit(spec, options_);
   if (!st.ok()) {
     if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(st));
     return st;
   }
+  spec.token_digest = TokenDigest(spec.job_token);
   const uint64_t incarnation = NextIncarnation();
+  const std::string credential = NewMemberCredential();
   for (;;) {
     absl::Status error;
     std::shared_ptr<Job> job = JobForJoin(spec, fx, &error);
@@ -223,10 +274,11 @@ absl::StatusOr<MemberRef> JobRegistry::JoinSession(MemberSpec spec,
       if (options_.metrics != nullptr) options_.metrics->OnRejection(StatusCodeName(error));
       return error;
     }
-    Job::JoinOutcome outcome = job->JoinSession(spec, incarnation, session, &error, fx);
+    Job::JoinOutcome outcome =
+        job->JoinSession(spec, incarnation, credential, session, &error, fx);
     if (outcome == Job::JoinOutcome::kJobEnded) continue;
     if (!error.ok()) return error;
-    return MemberRef{spec.job_id, spec.role, spec.node_id, incarnation};
+    return MemberRef{spec.job_id, spec.role, spec.node_id, incarnation, credential};
   }
 }
 
@@ -298,6 +350,58 @@ absl::StatusOr<JobState> JobRegistry::Leave(const MemberRef& ref) {
     ScheduleForget(job);
   }
   return state;
+}
+
+absl::StatusOr<JobSummary> JobRegistry::CreateJob(MemberSpec spec) {
+  Effects fx;
+  absl::Status st = ValidateJobId(spec);
+  if (st.ok()) st = ValidateJobFields(spec);
+  if (st.ok()) st = CheckTokenRequired(spec, options_);
+  if (st.ok()) st = CheckMembersLimit(spec, options_);
+  if (!st.ok()) return st;
+  spec.token_digest = TokenDigest(spec.job_token);
+  std::shared_ptr<Job> job = JobForJoin(spec, fx, &st, /*create_only=*/true);
+  if (job == nullptr) return st;
+  return job->Summary();
+}
+
+absl::Status JobRegistry::AbortJob(const std::string& job_id, const std::string& reason) {
+  Effects fx;
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  RETURN_IF_ERROR(job->Abort(reason, fx));
+  ScheduleForget(job);
+  return absl::OkStatus();
+}
+
+absl::Status JobRegistry::DeleteJob(const std::string& job_id) {
+  Effects fx;
+  absl::MutexLock l(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  if (!it->second->IsEnded()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job '", job_id, "' is ", JobStateName(it->second->state()),
+        "; only a finished or failed job can be deleted: abort it first"));
+  }
+  it->second->EndWatches(absl::OkStatus(), fx);
+  Mutation del;
+  del.kind = Mutation::Kind::kDeleteJob;
+  del.job.job_id = job_id;
+  fx.Persist(std::move(del));
+  fx.Submit(store_);  // under mu_: ordered before a new job with this id is created
+  jobs_.erase(it);
+  return absl::OkStatus();
+}
+
+bool JobRegistry::JobTokenMatches(const std::string& job_id, const std::string& token) {
+  if (token.empty()) return false;
+  std::shared_ptr<Job> job = FindJob(job_id);
+  return job != nullptr && job->TokenMatches(TokenDigest(token));
 }
 
 std::vector<JobSummary> JobRegistry::ListJobs(const std::string& after_job_id, size_t limit) {
@@ -486,6 +590,7 @@ absl::Status JobRegistry::Restore(const StoredState& state) {
     p.topo_timeout_ms = r.topo_timeout_ms;
     p.node_timeout_ms = r.node_timeout_ms;
     p.recovery_enabled = r.recovery_enabled;
+    p.token_digest = r.token_digest;
     auto job = std::make_shared<Job>(std::move(p), clock_, options_, store_, &deadlines_);
     while (next_member < state.members.size() && state.members[next_member].job_id < r.job_id) {
       ++next_member;  // members of a job without a record (cannot happen with a sane store)

@@ -62,6 +62,9 @@ struct RegistryOptions {
   // MS_WORKER_NUM + MS_SERVER_NUM at most (--max-members-per-job); above it a Join is refused
   // with ResourceExhausted. 0 = no limit (each role is still capped at 1,000,000).
   uint64_t max_members_per_job = 1000000;
+  // --require-job-token: a join or CreateJob without a job token (MS_JOB_TOKEN) is refused
+  // with PermissionDenied, so no job on this daemon can be joined by whoever knows its id.
+  bool require_job_token = false;
   // Receives counters (joins, rejections, heartbeats, deaths, KV ops); nullptr = none. Not
   // owned; must outlive the registry. Called under job locks: see core/metrics_sink.h.
   MetricsSink* metrics = nullptr;
@@ -174,6 +177,25 @@ class JobRegistry {
   absl::StatusOr<JobState> Leave(const MemberRef& ref);
 
   // Ops views.
+  // --- operator calls (RendezvousAdmin; the service checks the admin token) ---
+  // Creates a FORMING job with no member yet, from the job fields of `spec` (job_id,
+  // worker_num, server_num, topo/node timeouts, enable_recovery, job_token; the member fields
+  // are ignored), so an operator fixes the spec and the token before any worker starts.
+  // MS_TOPO_TIMEOUT counts from creation. AlreadyExists while a live job has the id;
+  // InvalidArgument / ResourceExhausted / PermissionDenied as for Join.
+  absl::StatusOr<JobSummary> CreateJob(MemberSpec spec);
+  // Fails a live job with "aborted by an operator: <reason>": every member is told (JOB_FAILED),
+  // every pending call ends Aborted. NotFound (unknown), FailedPrecondition (already ended).
+  absl::Status AbortJob(const std::string& job_id, const std::string& reason);
+  // Forgets an ended (FINISHED/FAILED) job now instead of after --finished-job-ttl: its
+  // members, KV and record are deleted from the store. FailedPrecondition for a live job
+  // (abort it first), NotFound for an unknown one.
+  absl::Status DeleteJob(const std::string& job_id);
+
+  // True when job `job_id` exists, has a job token, and `token` is it. Lets a protected status
+  // API (--status-requires-token) answer a job's own members about that job.
+  bool JobTokenMatches(const std::string& job_id, const std::string& token);
+
   std::vector<JobSummary> ListJobs(const std::string& after_job_id, size_t limit);
   absl::StatusOr<JobSummary> GetJob(const std::string& job_id);
   absl::StatusOr<MemberPage> ListMembers(const std::string& job_id, uint64_t offset,
@@ -242,7 +264,10 @@ class JobRegistry {
   // Finds or creates the job `spec` joins (replacing an ended one). nullptr when shutting down.
   // The job `spec` joins, created (or replacing an ended one) if needed. nullptr with *error set
   // when the registry shuts down (Unavailable) or --max-jobs is reached (ResourceExhausted).
-  std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx, absl::Status* error);
+  // The live job for spec.job_id, created from `spec` when there is none (or it ended).
+  // With `create_only`, an existing live job is an error (AlreadyExists) instead.
+  std::shared_ptr<Job> JobForJoin(const MemberSpec& spec, Effects& fx, absl::Status* error,
+                                  bool create_only = false);
   void ScheduleForget(const std::shared_ptr<Job>& job);
   void CountKv(KvOp op) {
     if (options_.metrics != nullptr) options_.metrics->OnKvOp(op);

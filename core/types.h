@@ -43,6 +43,10 @@ struct MemberSpec {
   bool enable_recovery = false;  // MS_ENABLE_RECOVERY
   bool heartbeat_disabled = false;  // MS_DISABLE_HEARTBEAT: a connected session proves liveness
   std::string device_ip;            // MS_DEVICE_IP, for HCCL rank tables
+  // MS_JOB_TOKEN as presented by the caller (gRPC metadata, never persisted); empty: none.
+  std::string job_token;
+  // TokenDigest(job_token), filled in by the registry (the job compares digests only).
+  std::string token_digest;
 };
 
 // A member's placement, delivered when its job is complete.
@@ -61,6 +65,7 @@ struct Topology {
   uint64_t incarnation = 0;
   uint32_t worker_num = 0;
   uint32_t server_num = 0;
+  std::string credential;  // the member credential of this registration (credentials.h)
 };
 
 // Names one registration in follow-up calls (heartbeat, leave).
@@ -69,6 +74,8 @@ struct MemberRef {
   Role role = Role::kWorker;
   std::string node_id;
   uint64_t incarnation = 0;
+  // The member credential issued at registration; a mismatch is PermissionDenied.
+  std::string credential;
 };
 
 struct MemberInfo {

@@ -16,6 +16,14 @@ constexpr uint32_t kDefaultJobsPage = 100;
 constexpr uint32_t kMaxJobsPage = 1000;
 constexpr uint32_t kDefaultMembersPage = 1000;
 constexpr uint32_t kMaxMembersPage = 10000;
+constexpr size_t kMaxAbortReasonBytes = 1024;
+
+// A WatchJob refused before it started (authorization): finishes at once.
+class RefusedWatch final : public grpc::ServerWriteReactor<pb::JobEvent> {
+ public:
+  explicit RefusedWatch(const absl::Status& status) { Finish(ToGrpc(status)); }
+  void OnDone() override { delete this; }
+};
 
 absl::StatusOr<uint32_t> PageSize(uint32_t requested, uint32_t dflt, uint32_t max,
                                   const char* field) {
@@ -159,10 +167,20 @@ class WatchReactor final : public grpc::ServerWriteReactor<pb::JobEvent> {
 
 }  // namespace
 
+absl::Status AdminService::CheckRead(const grpc::ServerContextBase& ctx,
+                                     const std::string& job_id) {
+  absl::Status st = auth_->CheckRead(ctx);
+  if (st.ok()) return st;
+  // A protected status API still answers a job's own members about their job.
+  if (registry_->JobTokenMatches(job_id, JobTokenOf(ctx))) return absl::OkStatus();
+  return st;
+}
+
 grpc::ServerUnaryReactor* AdminService::ListJobs(grpc::CallbackServerContext* ctx,
                                                  const pb::ListJobsRequest* req,
                                                  pb::ListJobsResponse* resp) {
   RpcTimer timer("ListJobs");
+  if (absl::Status st = auth_->CheckRead(*ctx); !st.ok()) return Done(ctx, st);
   absl::StatusOr<uint32_t> size =
       PageSize(req->page_size(), kDefaultJobsPage, kMaxJobsPage, "page_size");
   if (!size.ok()) return Done(ctx, size.status());
@@ -179,6 +197,7 @@ grpc::ServerUnaryReactor* AdminService::GetJob(grpc::CallbackServerContext* ctx,
                                                const pb::GetJobRequest* req,
                                                pb::GetJobResponse* resp) {
   RpcTimer timer("GetJob");
+  if (absl::Status st = CheckRead(*ctx, req->job_id()); !st.ok()) return Done(ctx, st);
   absl::StatusOr<uint32_t> size =
       PageSize(req->max_members(), kDefaultMembersPage, kMaxMembersPage, "max_members");
   if (!size.ok()) return Done(ctx, size.status());
@@ -197,6 +216,7 @@ grpc::ServerUnaryReactor* AdminService::ListMembers(grpc::CallbackServerContext*
                                                     const pb::ListMembersRequest* req,
                                                     pb::ListMembersResponse* resp) {
   RpcTimer timer("ListMembers");
+  if (absl::Status st = CheckRead(*ctx, req->job_id()); !st.ok()) return Done(ctx, st);
   absl::StatusOr<uint32_t> size =
       PageSize(req->page_size(), kDefaultMembersPage, kMaxMembersPage, "page_size");
   if (!size.ok()) return Done(ctx, size.status());
@@ -212,7 +232,54 @@ grpc::ServerUnaryReactor* AdminService::ListMembers(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<pb::JobEvent>* AdminService::WatchJob(grpc::CallbackServerContext* ctx,
                                                                const pb::WatchJobRequest* req) {
+  if (absl::Status st = CheckRead(*ctx, req->job_id()); !st.ok()) return new RefusedWatch(st);
   return new WatchReactor(registry_, req->job_id());
+}
+
+grpc::ServerUnaryReactor* AdminService::CreateJob(grpc::CallbackServerContext* ctx,
+                                                  const pb::CreateJobRequest* req,
+                                                  pb::CreateJobResponse* resp) {
+  RpcTimer timer("CreateJob");
+  if (absl::Status st = auth_->CheckWrite(*ctx, "CreateJob"); !st.ok()) return Done(ctx, st);
+  core::MemberSpec spec;
+  spec.job_id = req->job_id();
+  spec.worker_num = req->worker_num();
+  spec.server_num = req->server_num();
+  spec.topo_timeout_ms = req->topo_timeout_ms();
+  spec.node_timeout_ms = req->node_timeout_ms();
+  spec.enable_recovery = req->enable_recovery();
+  spec.job_token = req->job_token();
+  absl::StatusOr<core::JobSummary> job = registry_->CreateJob(std::move(spec));
+  if (!job.ok()) return Done(ctx, job.status());
+  JobSummaryToProto(*job, resp->mutable_job());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::AbortJob(grpc::CallbackServerContext* ctx,
+                                                 const pb::AbortJobRequest* req,
+                                                 pb::AbortJobResponse* resp) {
+  RpcTimer timer("AbortJob");
+  if (absl::Status st = auth_->CheckWrite(*ctx, "AbortJob"); !st.ok()) return Done(ctx, st);
+  if (req->reason().size() > kMaxAbortReasonBytes) {
+    return Done(ctx, absl::InvalidArgumentError(absl::StrCat(
+                         "reason is ", req->reason().size(), " bytes long: allowed up to ",
+                         kMaxAbortReasonBytes)));
+  }
+  const std::string reason = req->reason().empty() ? "no reason given" : req->reason();
+  if (absl::Status st = registry_->AbortJob(req->job_id(), reason); !st.ok()) {
+    return Done(ctx, st);
+  }
+  absl::StatusOr<core::JobSummary> job = registry_->GetJob(req->job_id());
+  if (job.ok()) JobSummaryToProto(*job, resp->mutable_job());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::DeleteJob(grpc::CallbackServerContext* ctx,
+                                                  const pb::DeleteJobRequest* req,
+                                                  pb::DeleteJobResponse*) {
+  RpcTimer timer("DeleteJob");
+  if (absl::Status st = auth_->CheckWrite(*ctx, "DeleteJob"); !st.ok()) return Done(ctx, st);
+  return Done(ctx, registry_->DeleteJob(req->job_id()));
 }
 
 }  // namespace ms_rendezvous::server

@@ -117,7 +117,7 @@ absl::StatusOr<core::MemberSpec> SpecFromProto(const pb::MemberSpec& in) {
 absl::StatusOr<core::MemberRef> RefFromProto(const pb::MemberRef& in) {
   auto role = RoleFromProto(in.role(), "member.role");
   if (!role.ok()) return role.status();
-  return core::MemberRef{in.job_id(), *role, in.node_id(), in.incarnation()};
+  return core::MemberRef{in.job_id(), *role, in.node_id(), in.incarnation(), in.credential()};
 }
 
 void TopologyToProto(const core::Topology& in, pb::Topology* out) {
@@ -135,6 +135,7 @@ void TopologyToProto(const core::Topology& in, pb::Topology* out) {
   out->set_incarnation(in.incarnation);
   out->set_worker_num(in.worker_num);
   out->set_server_num(in.server_num);
+  out->set_credential(in.credential);
 }
 
 void MemberInfoToProto(const core::MemberInfo& in, pb::MemberInfo* out) {

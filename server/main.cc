@@ -5,18 +5,23 @@
 // --shutdown-grace to finish.
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <sstream>
 #include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "core/effects.h"
@@ -57,6 +62,14 @@ constexpr char kUsage[] =
     "  --metrics-listen HOST:PORT    serve Prometheus /metrics there (off by default; port 0 =\n"
     "                                any, the bound port is logged)\n"
     "  --metrics-port-file PATH      write the bound metrics port to PATH\n"
+    "  --tls-cert FILE               serve TLS with this PEM certificate chain (with --tls-key)\n"
+    "  --tls-key FILE                PEM private key of --tls-cert\n"
+    "  --tls-client-ca FILE          mutual TLS: require client certificates signed by this CA\n"
+    "  --admin-token-file FILE       admin token (first line) for CreateJob/AbortJob/DeleteJob;\n"
+    "                                without it those calls are refused\n"
+    "  --status-requires-token       the status API (ListJobs/GetJob/ListMembers/WatchJob)\n"
+    "                                needs the admin token too (default: open)\n"
+    "  --require-job-token           refuse jobs without a job token (MS_JOB_TOKEN)\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
     "Without --state-dir, state is kept in memory: it is lost when the daemon stops.\n";
@@ -68,7 +81,75 @@ struct Flags {
   std::string metrics_port_file;
   std::string state_dir;
   absl::Duration shutdown_grace = absl::Seconds(5);
+  std::string tls_cert, tls_key, tls_client_ca, admin_token_file;  // paths
 };
+
+// Flags that take no value (a following argument is not consumed).
+bool IsSwitch(const std::string& name) {
+  return name == "status-requires-token" || name == "require-job-token";
+}
+
+bool ReadWholeFile(const std::string& flag, const std::string& path, std::string* out,
+                   std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = absl::StrCat("--", flag, "=\"", path, "\": cannot read: ", std::strerror(errno));
+    return false;
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  *out = buf.str();
+  if (out->empty()) {
+    *error = absl::StrCat("--", flag, "=\"", path, "\" is empty");
+    return false;
+  }
+  return true;
+}
+
+// Reads the files the TLS and token flags name into the server options.
+bool LoadSecrets(Flags* flags, std::string* error) {
+  auto& tls = flags->server.tls;
+  if (flags->tls_cert.empty() != flags->tls_key.empty()) {
+    *error = "--tls-cert and --tls-key must be given together";
+    return false;
+  }
+  if (!flags->tls_client_ca.empty() && flags->tls_cert.empty()) {
+    *error = "--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key";
+    return false;
+  }
+  if (!flags->tls_cert.empty() &&
+      (!ReadWholeFile("tls-cert", flags->tls_cert, &tls.cert_chain, error) ||
+       !ReadWholeFile("tls-key", flags->tls_key, &tls.private_key, error))) {
+    return false;
+  }
+  if (!flags->tls_client_ca.empty() &&
+      !ReadWholeFile("tls-client-ca", flags->tls_client_ca, &tls.client_ca, error)) {
+    return false;
+  }
+  if (!flags->admin_token_file.empty()) {
+    std::string token;
+    if (!ReadWholeFile("admin-token-file", flags->admin_token_file, &token, error)) return false;
+    token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
+    if (token.empty() || token.size() > 1024 ||
+        !std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+      *error = absl::StrCat("--admin-token-file=\"", flags->admin_token_file,
+                            "\": the first line must be the token: 1..1024 printable ASCII "
+                            "characters without spaces");
+      return false;
+    }
+    struct stat st {};
+    if (stat(flags->admin_token_file.c_str(), &st) == 0 && (st.st_mode & 0077) != 0) {
+      LOG(WARNING) << "--admin-token-file " << flags->admin_token_file
+                   << " is readable by group or others; chmod 600 it";
+    }
+    flags->server.auth.admin_token = std::move(token);
+  }
+  if (flags->server.auth.status_requires_token && flags->server.auth.admin_token.empty()) {
+    *error = "--status-requires-token needs --admin-token-file (the token the status API asks for)";
+    return false;
+  }
+  return true;
+}
 
 bool ParseDurationFlag(const std::string& name, const std::string& value, absl::Duration* out,
                        std::string* error) {
@@ -96,6 +177,8 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
+    } else if (IsSwitch(name)) {
+      value = "true";
     } else if (i + 1 < argc) {
       value = argv[++i];
     } else {
@@ -181,6 +264,22 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       if (flags->server.max_connection_idle == absl::ZeroDuration()) {
         flags->server.max_connection_idle = absl::InfiniteDuration();  // 0 = never
       }
+    } else if (name == "tls-cert") {
+      flags->tls_cert = value;
+    } else if (name == "tls-key") {
+      flags->tls_key = value;
+    } else if (name == "tls-client-ca") {
+      flags->tls_client_ca = value;
+    } else if (name == "admin-token-file") {
+      flags->admin_token_file = value;
+    } else if (IsSwitch(name)) {
+      if (value != "true" && value != "false") {
+        *error = absl::StrCat("--", name, "=\"", value, "\" must be true or false (or no value)");
+        return false;
+      }
+      (name == "status-requires-token" ? flags->server.auth.status_requires_token
+                                       : flags->server.registry.require_job_token) =
+          value == "true";
     } else if (name == "max-watch-backlog") {
       if (!absl::SimpleAtoi(value, &flags->server.registry.max_watch_backlog) ||
           flags->server.registry.max_watch_backlog == 0) {
@@ -227,6 +326,10 @@ int main(int argc, char** argv) {
   std::string error;
   if (!ParseFlags(argc, argv, &flags, &error)) {
     std::cerr << "ms-rendezvousd: " << error << "\n" << kUsage;
+    return 2;
+  }
+  if (!LoadSecrets(&flags, &error)) {
+    std::cerr << "ms-rendezvousd: " << error << "\n";
     return 2;
   }
 
@@ -304,7 +407,13 @@ int main(int argc, char** argv) {
             << " max_connection_idle=" << absl::FormatDuration(flags.server.max_connection_idle)
             << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
             << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)
-            << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " state="
+            << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " tls="
+            << (flags.server.tls.cert_chain.empty()       ? "off"
+                : flags.server.tls.client_ca.empty()      ? "on"
+                                                          : "mutual")
+            << " admin_token=" << (flags.server.auth.admin_token.empty() ? "none" : "set")
+            << " status_requires_token=" << flags.server.auth.status_requires_token
+            << " require_job_token=" << reg.require_job_token << " state="
             << (store != nullptr ? store->Describe()
                                  : std::string("memory (no --state-dir: jobs are lost when the "
                                                "daemon stops)"));

@@ -2,6 +2,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "server/auth.h"
 #include "server/convert.h"
 #include "server/rpc_observer.h"
 #include "server/services.h"
@@ -28,6 +29,7 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
       return;
     }
     if (spec->host.empty()) spec->host = HostFromPeer(ctx->peer());
+    spec->job_token = JobTokenOf(*ctx);
     job_id_ = spec->job_id;
     const uint64_t waiter = registry_->Join(
         *std::move(spec), [this](absl::StatusOr<core::Topology> topo) { Complete(topo); });

@@ -50,11 +50,24 @@ int ClampMs(absl::Duration d) {
   return static_cast<int>(std::clamp<int64_t>(ms, 1, std::numeric_limits<int>::max()));
 }
 
+// Plaintext, TLS, or mutual TLS (client_ca set: a verified client certificate is required, so
+// an unauthenticated peer fails the handshake and never reaches a handler).
+std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsOptions& tls) {
+  if (tls.cert_chain.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      tls.client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                            : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = tls.client_ca;
+  ssl.pem_key_cert_pairs.push_back({tls.private_key, tls.cert_chain});
+  return grpc::SslServerCredentials(ssl);
+}
+
 }  // namespace
 
 struct RendezvousServer::Impl {
   std::unique_ptr<core::JobRegistry> registry;
   std::unique_ptr<RendezvousService> rendezvous;
+  std::unique_ptr<AdminAuth> admin_auth;
   std::unique_ptr<AdminService> admin;
   std::unique_ptr<JobStoreService> job_store;
   std::unique_ptr<grpc::Server> server;
@@ -145,14 +158,15 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
               << "; members get one node timeout to resume";
   }
   impl->rendezvous = std::make_unique<RendezvousService>(impl->registry.get());
-  impl->admin = std::make_unique<AdminService>(impl->registry.get());
+  impl->admin_auth = std::make_unique<AdminAuth>(options.auth);
+  impl->admin = std::make_unique<AdminService>(impl->registry.get(), impl->admin_auth.get());
   impl->job_store = std::make_unique<JobStoreService>(impl->registry.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &bound_port);
+  builder.AddListeningPort(options.listen, ServerCredentialsFor(options.tls), &bound_port);
   builder.RegisterService(impl->rendezvous.get());
   builder.RegisterService(impl->admin.get());
   builder.RegisterService(impl->job_store.get());

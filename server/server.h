@@ -14,9 +14,19 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/job_registry.h"
+#include "server/auth.h"
 #include "store/state_store.h"
 
 namespace ms_rendezvous::server {
+
+// TLS of the gRPC port (PEM contents, not paths; the daemon reads --tls-* files).
+struct TlsOptions {
+  std::string cert_chain;  // server certificate chain; empty: plaintext
+  std::string private_key;
+  // CA bundle for client certificates. Non-empty: mutual TLS, a client without a certificate
+  // signed by this CA is refused during the handshake (before any handler runs).
+  std::string client_ca;
+};
 
 struct ServerOptions {
   // HOST:PORT to listen on. Port 0 picks a free port (see RendezvousServer::port()).
@@ -39,6 +49,10 @@ struct ServerOptions {
   // clients reconnect on their next call). Members holding a session always have an active
   // call, so they are never affected. InfiniteDuration = never.
   absl::Duration max_connection_idle = absl::Hours(1);
+  // Transport security; default plaintext.
+  TlsOptions tls;
+  // Admin token and status protection (server/auth.h).
+  AdminAuthOptions auth;
 };
 
 class RendezvousServer {

@@ -4,6 +4,7 @@
 #define MS_RENDEZVOUS_SERVER_SERVICES_H_
 
 #include "core/job_registry.h"
+#include "server/auth.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
 
 namespace ms_rendezvous::server {
@@ -34,10 +35,12 @@ class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::Callbac
   core::JobRegistry* const registry_;
 };
 
-// Ops-facing, read-only: ListJobs, GetJob, ListMembers (paged), WatchJob (stream).
+// Ops-facing: ListJobs, GetJob, ListMembers (paged), WatchJob (stream), and the operator calls
+// CreateJob, AbortJob, DeleteJob. Authorization per server/auth.h.
 class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::CallbackService {
  public:
-  explicit AdminService(core::JobRegistry* registry) : registry_(registry) {}
+  AdminService(core::JobRegistry* registry, const AdminAuth* auth)
+      : registry_(registry), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const ::ms::rendezvous::v1::ListJobsRequest* req,
@@ -50,9 +53,22 @@ class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::Callbac
                                         ::ms::rendezvous::v1::ListMembersResponse* resp) override;
   grpc::ServerWriteReactor<::ms::rendezvous::v1::JobEvent>* WatchJob(
       grpc::CallbackServerContext* ctx, const ::ms::rendezvous::v1::WatchJobRequest* req) override;
+  grpc::ServerUnaryReactor* CreateJob(grpc::CallbackServerContext* ctx,
+                                      const ::ms::rendezvous::v1::CreateJobRequest* req,
+                                      ::ms::rendezvous::v1::CreateJobResponse* resp) override;
+  grpc::ServerUnaryReactor* AbortJob(grpc::CallbackServerContext* ctx,
+                                     const ::ms::rendezvous::v1::AbortJobRequest* req,
+                                     ::ms::rendezvous::v1::AbortJobResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* ctx,
+                                      const ::ms::rendezvous::v1::DeleteJobRequest* req,
+                                      ::ms::rendezvous::v1::DeleteJobResponse* resp) override;
 
  private:
+  // The status API's read check for one job: the admin token, or that job's own token.
+  absl::Status CheckRead(const grpc::ServerContextBase& ctx, const std::string& job_id);
+
   core::JobRegistry* const registry_;
+  const AdminAuth* const auth_;  // not owned
 };
 
 // Worker-facing job key/value store and barriers. Blocking calls are parked in the core.

@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/auth.h"
 #include "server/convert.h"
 #include "server/rpc_observer.h"
 #include "server/services.h"
@@ -17,7 +18,10 @@ namespace {
 class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, pb::SessionResponse> {
  public:
   SessionReactor(core::JobRegistry* registry, grpc::CallbackServerContext* ctx)
-      : registry_(registry), peer_host_(HostFromPeer(ctx->peer())), sink_(std::make_shared<Sink>(this)) {
+      : registry_(registry),
+        peer_host_(HostFromPeer(ctx->peer())),
+        job_token_(JobTokenOf(*ctx)),
+        sink_(std::make_shared<Sink>(this)) {
     if (RpcObserver* o = GetRpcObserver()) {
       observer_ = o;
       o->OnSessionOpened();
@@ -69,6 +73,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
       out->set_role(RoleToProto(ref.role));
       out->set_node_id(ref.node_id);
       out->set_incarnation(ref.incarnation);
+      out->set_credential(ref.credential);
       Enqueue(std::move(r));
     }
     void OnTopology(const core::Topology& topology) override {
@@ -156,6 +161,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
         absl::StatusOr<core::MemberSpec> spec = SpecFromProto(req.join().member());
         if (!spec.ok()) return spec.status();
         if (spec->host.empty()) spec->host = peer_host_;
+        spec->job_token = job_token_;
         absl::StatusOr<core::MemberRef> ref = registry_->JoinSession(*std::move(spec), sink_);
         if (!ref.ok()) return ref.status();
         SetRef(*ref);
@@ -236,6 +242,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
 
   core::JobRegistry* const registry_;
   const std::string peer_host_;
+  const std::string job_token_;  // x-ms-job-token of the stream (checked at join by the core)
   const std::shared_ptr<Sink> sink_;
   RpcObserver* observer_ = nullptr;  // the one told OnSessionOpened, told OnSessionClosed
   pb::SessionRequest request_;

@@ -39,6 +39,7 @@ struct JobRecordAsStored {
   bool recovery_enabled;
   JobState state;
   std::string failure_reason;
+  std::string token_digest;
 };
 struct MemberRecordAsStored {
   std::string job_id;
@@ -47,6 +48,7 @@ struct MemberRecordAsStored {
   int32_t device_id;
   std::string device_ip;
   uint64_t incarnation;
+  std::string credential;
   MemberState state;
   std::string reason;
   std::optional<uint32_t> rank;
@@ -57,9 +59,9 @@ static_assert(sizeof(JobRecord) == sizeof(JobRecordAsStored),
 static_assert(sizeof(MemberRecord) == sizeof(MemberRecordAsStored),
               "MemberRecord changed: update the members table, Apply() and Load()");
 
-// Schema v1. WITHOUT ROWID: the primary key is the storage order, which is also Load()'s order
+// Schema v2 (v1 plus jobs.token_digest and members.credential). WITHOUT ROWID: the primary key is the storage order, which is also Load()'s order
 // (BINARY collation = memcmp = std::string's order).
-constexpr const char* kCreateSchemaV1 = R"sql(
+constexpr const char* kCreateSchema = R"sql(
 CREATE TABLE schema_version (
   version INTEGER NOT NULL
 );
@@ -72,7 +74,8 @@ CREATE TABLE jobs (
   node_timeout_ms  INTEGER NOT NULL,
   recovery_enabled INTEGER NOT NULL,  -- 0 / 1
   state            INTEGER NOT NULL,  -- JobState
-  failure_reason   TEXT    NOT NULL
+  failure_reason   TEXT    NOT NULL,
+  token_digest     TEXT    NOT NULL DEFAULT ''  -- v2: SHA-256 of MS_JOB_TOKEN, '' for none
 ) WITHOUT ROWID;
 CREATE TABLE members (
   job_id           TEXT    NOT NULL,
@@ -90,6 +93,7 @@ CREATE TABLE members (
   node_rank        INTEGER NOT NULL,
   num_nodes        INTEGER NOT NULL,
   device_ip        TEXT    NOT NULL,  -- MS_DEVICE_IP, '' when unknown
+  credential       TEXT    NOT NULL DEFAULT '',  -- v2: member credential, '' before v2
   PRIMARY KEY (job_id, role, node_id)
 ) WITHOUT ROWID;
 CREATE TABLE kv (
@@ -100,10 +104,18 @@ CREATE TABLE kv (
 ) WITHOUT ROWID;
 )sql";
 
+// v1 -> v2: job tokens and member credentials. Rows written by v1 get '' (no token; a member
+// without a credential is accepted as before, see Job::FindMember).
+constexpr const char* kMigrateV1ToV2 = R"sql(
+ALTER TABLE jobs ADD COLUMN token_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE members ADD COLUMN credential TEXT NOT NULL DEFAULT '';
+UPDATE schema_version SET version = 2;
+)sql";
+
 constexpr const char* kPutJob =
     "INSERT OR REPLACE INTO jobs (job_id, generation, worker_num, server_num, topo_timeout_ms, "
-    "node_timeout_ms, recovery_enabled, state, failure_reason) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    "node_timeout_ms, recovery_enabled, state, failure_reason, token_digest) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 constexpr const char* kDeleteJob = "DELETE FROM jobs WHERE job_id = ?1";
 constexpr const char* kDeleteJobMembers = "DELETE FROM members WHERE job_id = ?1";
 constexpr const char* kDeleteJobKv = "DELETE FROM kv WHERE job_id = ?1";
@@ -113,15 +125,16 @@ constexpr const char* kLoadKv = "SELECT job_id, key, value FROM kv ORDER BY job_
 constexpr const char* kPutMember =
     "INSERT OR REPLACE INTO members (job_id, role, node_id, host, host_name, device_id, "
     "incarnation, state, reason, rank, local_rank, local_world_size, node_rank, num_nodes, "
-    "device_ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+    "device_ip, credential) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 constexpr const char* kDeleteMember =
     "DELETE FROM members WHERE job_id = ?1 AND role = ?2 AND node_id = ?3";
 constexpr const char* kLoadJobs =
     "SELECT job_id, generation, worker_num, server_num, topo_timeout_ms, node_timeout_ms, "
-    "recovery_enabled, state, failure_reason FROM jobs ORDER BY job_id";
+    "recovery_enabled, state, failure_reason, token_digest FROM jobs ORDER BY job_id";
 constexpr const char* kLoadMembers =
     "SELECT job_id, role, node_id, host, host_name, device_id, incarnation, state, reason, rank, "
-    "local_rank, local_world_size, node_rank, num_nodes, device_ip FROM members "
+    "local_rank, local_world_size, node_rank, num_nodes, device_ip, credential FROM members "
     "ORDER BY job_id, role, node_id";
 
 std::string ErrnoText(int err) { return std::strerror(err); }
@@ -384,7 +397,7 @@ absl::Status SqliteStateStore::Init(int lock_fd, sqlite3* db) {
                  &value, &has_row);
   if (rc != SQLITE_OK) return fail(OpenError(db_, rc, db_path_, "cannot read the schema"));
   if (!has_row) {
-    rc = Exec(db_, kCreateSchemaV1);
+    rc = Exec(db_, kCreateSchema);
     if (rc != SQLITE_OK) return fail(OpenError(db_, rc, db_path_, "cannot create the schema"));
     const std::string insert =
         absl::StrCat("INSERT INTO schema_version (version) VALUES (", kSchemaVersion, ")");
@@ -403,6 +416,12 @@ absl::Status SqliteStateStore::Init(int lock_fd, sqlite3* db) {
         "sqlite state store '", db_path_, "' has schema version ", version,
         ", newer than this ms-rendezvousd understands (", kSchemaVersion,
         "): it was written by a newer release; run that release or use another --state-dir")));
+  }
+  if (version == 1) {
+    rc = Exec(db_, kMigrateV1ToV2);
+    if (rc != SQLITE_OK) {
+      return fail(OpenError(db_, rc, db_path_, "cannot migrate the schema from version 1 to 2"));
+    }
   }
   rc = Exec(db_, "COMMIT");
   if (rc != SQLITE_OK) return fail(OpenError(db_, rc, db_path_, "cannot commit the schema"));
@@ -521,6 +540,7 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 7, j.recovery_enabled ? 1 : 0);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int(st, 8, static_cast<int>(j.state));
       if (rc == SQLITE_OK) rc = BindText(st, 9, j.failure_reason);
+      if (rc == SQLITE_OK) rc = BindText(st, 10, j.token_digest);
       return run(st, rc, absl::StrCat("cannot write job '", j.job_id, "'").c_str());
     }
     case Mutation::Kind::kDeleteJob: {
@@ -553,6 +573,7 @@ absl::Status SqliteStateStore::Apply(const Mutation& m) {
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 13, r.node_rank);
       if (rc == SQLITE_OK) rc = sqlite3_bind_int64(st, 14, r.num_nodes);
       if (rc == SQLITE_OK) rc = BindText(st, 15, r.device_ip);
+      if (rc == SQLITE_OK) rc = BindText(st, 16, r.credential);
       return run(
           st, rc,
           absl::StrCat("cannot write member '", r.node_id, "' of job '", r.job_id, "'").c_str());
@@ -619,6 +640,7 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
     j.recovery_enabled = sqlite3_column_int64(stmt, 6) != 0;
     j.state = static_cast<JobState>(state);
     j.failure_reason = ColumnText(stmt, 8);
+    j.token_digest = ColumnText(stmt, 9);
     out.jobs.push_back(std::move(j));
   }
   if (rc != SQLITE_DONE) return fail(SqliteStatus(db_, rc, db_path_, "cannot read jobs"));
@@ -643,6 +665,7 @@ absl::StatusOr<StoredState> SqliteStateStore::Load() {
               ColumnInt(stmt, 13, &r.num_nodes);
     r.reason = ColumnText(stmt, 8);
     r.device_ip = ColumnText(stmt, 14);
+    r.credential = ColumnText(stmt, 15);
     if (ok && sqlite3_column_type(stmt, 9) != SQLITE_NULL) {
       uint32_t rank = 0;
       ok = ColumnInt(stmt, 9, &rank);

@@ -57,7 +57,7 @@ namespace ms_rendezvous::core {
 class SqliteStateStore final : public StateStore {
  public:
   // The schema version this build writes and the newest it can read.
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   // The database file inside the state dir.
   static constexpr const char* kDatabaseFile = "ms-rendezvous.db";
   // The lock file inside the state dir (flock; holds the owner's pid for the error message).

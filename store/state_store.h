@@ -38,6 +38,9 @@ struct JobRecord {
   bool recovery_enabled = false;
   JobState state = JobState::kForming;
   std::string failure_reason;
+  // SHA-256 of the job token (MS_JOB_TOKEN) the job was created with; empty: no token. The
+  // token itself is never stored.
+  std::string token_digest;
 };
 
 // One registration. Key: (job_id, role, node_id).
@@ -50,6 +53,9 @@ struct MemberRecord {
   int32_t device_id = -1;
   std::string device_ip;
   uint64_t incarnation = 0;
+  // The member credential issued at registration (random, 128 bits, hex). Follow-up calls must
+  // present it; kept so a member can resume after a daemon restart.
+  std::string credential;
   MemberState state = MemberState::kWaiting;  // never kSuspect (liveness is not persisted)
   std::string reason;                          // why DEAD / FAILED
   std::optional<uint32_t> rank;

@@ -27,6 +27,9 @@ MATCHER_P2(StatusIs, code, message_matcher,
                                        result_listener);
 }
 
+// EXPECT_THAT(status_or, StatusIs(absl::StatusCode::kNotFound)): any message.
+inline auto StatusIs(absl::StatusCode code) { return StatusIs(code, ::testing::_); }
+
 MATCHER(IsOk, "is OK") {
   const absl::Status& s = GetStatus(arg);
   *result_listener << "status is " << s;

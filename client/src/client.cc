@@ -25,11 +25,18 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/src/channel_credentials.h"
 #include "glog/logging.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
 
 namespace ms_rendezvous {
 namespace {
+
+// The job token (MS_JOB_TOKEN) travels as metadata on every call of this member, so a daemon
+// that protects its status API (--status-requires-token) also answers the job's own members.
+void AddJobToken(grpc::ClientContext* ctx, const std::string& job_token) {
+  if (!job_token.empty()) ctx->AddMetadata("x-ms-job-token", job_token);
+}
 
 namespace pb = ::ms::rendezvous::v1;
 using Steady = std::chrono::steady_clock;
@@ -235,10 +242,12 @@ JobEvent FromProto(const pb::JobEvent& e) {
 class JobWatchImpl final : public JobWatch {
  public:
   JobWatchImpl(std::shared_ptr<grpc::Channel> channel, std::string job_id,
-               std::function<void(const JobEvent&)> on_event)
+               std::function<void(const JobEvent&)> on_event, const std::string& job_token)
       : stub_(pb::RendezvousAdmin::NewStub(channel)),
         job_id_(std::move(job_id)),
-        on_event_(std::move(on_event)) {}
+        on_event_(std::move(on_event)) {
+    AddJobToken(&ctx_, job_token);
+  }
 
   ~JobWatchImpl() override { Stop().IgnoreError(); }
 
@@ -319,7 +328,9 @@ class SessionInbox {
 class SessionStream final
     : public grpc::ClientBidiReactor<pb::SessionRequest, pb::SessionResponse> {
  public:
-  SessionStream(pb::Rendezvous::Stub* stub, SessionInbox* inbox) : inbox_(inbox) {
+  SessionStream(pb::Rendezvous::Stub* stub, SessionInbox* inbox, const std::string& job_token)
+      : inbox_(inbox) {
+    AddJobToken(&ctx_, job_token);
     stub->async()->Session(&ctx_, this);
   }
 
@@ -499,7 +510,7 @@ class ClientImpl final : public Client, public SessionInbox {
   pb::SessionRequest JoinRequest() const;
   // Resumes the held topology's registration, or (before the topology) the registration the
   // daemon confirmed with `registered`.
-  pb::SessionRequest ResumeRequest(const Topology* held, uint64_t incarnation) const;
+  pb::SessionRequest ResumeRequest(const Topology* held, uint64_t incarnation);
   absl::Status LeaveImpl(absl::Duration deadline);
   void StopSessionThread();
   // Blocks until `done` holds or the session failed (then returns the failure) or `deadline`.
@@ -546,6 +557,9 @@ class ClientImpl final : public Client, public SessionInbox {
   // Incarnation the daemon confirmed for our join (SessionResponse.registered), before the
   // topology: a stream that breaks while the job forms resumes it instead of joining again.
   std::optional<uint64_t> registered_incarnation_ ABSL_GUARDED_BY(mu_);
+  // The member credential of the current registration (from `registered` or the topology);
+  // every call naming this member carries it (a process may act only as itself).
+  std::string credential_ ABSL_GUARDED_BY(mu_);
   absl::Status join_error_ ABSL_GUARDED_BY(mu_);           // why Join failed
   absl::Status session_status_ ABSL_GUARDED_BY(mu_);       // OK until the session failed
   bool session_failed_ ABSL_GUARDED_BY(mu_) = false;
@@ -596,13 +610,17 @@ pb::SessionRequest ClientImpl::JoinRequest() const {
   return request;
 }
 
-pb::SessionRequest ClientImpl::ResumeRequest(const Topology* held, uint64_t incarnation) const {
+pb::SessionRequest ClientImpl::ResumeRequest(const Topology* held, uint64_t incarnation) {
   pb::SessionRequest request;
   pb::ResumeRequest* resume = request.mutable_resume();
   resume->mutable_member()->set_job_id(options_.job_id);
   resume->mutable_member()->set_role(ToProto(options_.role));
   resume->mutable_member()->set_node_id(options_.node_id);
   resume->mutable_member()->set_incarnation(held != nullptr ? held->incarnation : incarnation);
+  {
+    absl::MutexLock l(&mu_);
+    resume->mutable_member()->set_credential(credential_);
+  }
   resume->set_generation(held != nullptr ? held->generation : 0);
   return request;
 }
@@ -726,6 +744,7 @@ void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t targe
   if (response.has_registered()) {
     absl::MutexLock l(&mu_);
     registered_incarnation_ = response.registered().incarnation();
+    credential_ = response.registered().credential();
     return;
   }
   if (response.has_topology()) {
@@ -733,6 +752,9 @@ void ClientImpl::HandleMessage(const pb::SessionResponse& response, size_t targe
     std::optional<Topology> held;
     {
       absl::MutexLock l(&mu_);
+      if (!response.topology().credential().empty()) {
+        credential_ = response.topology().credential();
+      }
       held = topology_;
       if (!held.has_value()) {
         topology_ = t;
@@ -842,7 +864,8 @@ bool ClientImpl::WaitBeforeRetry(size_t target_index, absl::Duration wait) {
 
 grpc::Status ClientImpl::RunStream(size_t target_index, pb::SessionRequest first,
                                    bool* got_message) {
-  auto stream = std::make_unique<SessionStream>(rendezvous_[target_index].get(), this);
+  auto stream =
+      std::make_unique<SessionStream>(rendezvous_[target_index].get(), this, options_.job_token);
   {
     absl::MutexLock l(&mu_);
     inbox_.clear();
@@ -915,11 +938,14 @@ grpc::Status ClientImpl::RunStream(size_t target_index, pb::SessionRequest first
       leave_sent = true;
       pb::SessionRequest r;
       Topology t;
+      std::string credential;
       {
         absl::MutexLock l(&mu_);
         t = *topology_;
+        credential = credential_;
       }
       pb::MemberRef* ref = r.mutable_leave()->mutable_member();
+      ref->set_credential(credential);
       ref->set_job_id(t.job_id);
       ref->set_role(ToProto(t.role));
       ref->set_node_id(t.node_id);
@@ -1215,6 +1241,7 @@ absl::StatusOr<std::vector<MemberInfo>> ClientImpl::Members() {
   for (;;) {
     grpc::ClientContext ctx;
     ctx.set_deadline(DeadlineAfter(kUnaryDeadline));
+    AddJobToken(&ctx, options_.job_token);
     pb::ListMembersResponse response;
     grpc::Status st = admin()->ListMembers(&ctx, request, &response);
     if (!st.ok()) return FromGrpc(st);
@@ -1229,7 +1256,8 @@ absl::StatusOr<std::vector<MemberInfo>> ClientImpl::Members() {
 absl::StatusOr<std::unique_ptr<JobWatch>> ClientImpl::Watch(
     std::function<void(const JobEvent&)> on_event) {
   auto watch = std::make_unique<JobWatchImpl>(channels_[current_target_.load() % channels_.size()],
-                                              options_.job_id, std::move(on_event));
+                                              options_.job_id, std::move(on_event),
+                                              options_.job_token);
   if (absl::Status s = watch->Start(); !s.ok()) return s;
   return std::unique_ptr<JobWatch>(std::move(watch));
 }
@@ -1286,10 +1314,12 @@ absl::Status ClientImpl::InvokeKv(const std::string& what, absl::Duration rpc_ti
       ref.set_role(ToProto(topology_->role));
       ref.set_node_id(topology_->node_id);
       ref.set_incarnation(topology_->incarnation);
+      ref.set_credential(credential_);
     }
     const size_t target = current_target_.load() % job_store_.size();
     grpc::ClientContext ctx;
     if (rpc_timeout != absl::InfiniteDuration()) ctx.set_deadline(DeadlineAfter(rpc_timeout));
+    AddJobToken(&ctx, options_.job_token);
     auto pending = std::make_shared<Pending>();
     start(job_store_[target].get(), &ctx, ref, [this, pending](grpc::Status st) {
       absl::MutexLock l(&mu_);
@@ -1724,9 +1754,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
   // gRPC stops pinging after 2 pings that carried no data (default), which is exactly the
   // parked-Join case: without this the keepalive would go quiet after about a minute.
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentialsFor(options);
+  if (!credentials.ok()) return credentials.status();
+  AddTlsChannelArgs(options, &args);
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (const std::string& target : *targets) {
-    channels.push_back(grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+    channels.push_back(grpc::CreateCustomChannel(target, *credentials, args));
   }
   return std::unique_ptr<Client>(
       new ClientImpl(std::move(options), *std::move(targets), std::move(channels)));

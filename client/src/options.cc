@@ -1,10 +1,13 @@
 #include "ms_rendezvous/options.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -346,6 +349,51 @@ absl::Status ParseRecovery(const EnvLookup& env, ClientOptions& o) {
   return absl::OkStatus();
 }
 
+absl::Status ParseSecurity(const EnvLookup& env, ClientOptions& o) {
+  if (std::optional<std::string> v = Get(env, "MS_JOB_TOKEN")) {
+    // The value is a secret: messages give its length, never its text.
+    if (v->size() > 1024) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "MS_JOB_TOKEN is ", v->size(), " bytes long: expected 1..1024 printable characters"));
+    }
+    for (char c : *v) {
+      if (c < 0x21 || c > 0x7e) {
+        return absl::InvalidArgumentError(
+            "MS_JOB_TOKEN contains a space or non-printable character: expected 1..1024 "
+            "printable ASCII characters");
+      }
+    }
+    o.job_token = *v;
+  }
+  struct File {
+    const char* name;
+    std::string* out;
+  };
+  for (File f : {File{"MS_TLS_CA", &o.tls_ca_file}, File{"MS_TLS_CERT", &o.tls_cert_file},
+                 File{"MS_TLS_KEY", &o.tls_key_file}}) {
+    std::optional<std::string> v = Get(env, f.name);
+    if (!v) continue;
+    if (access(v->c_str(), R_OK) != 0) {
+      return Invalid(f.name, *v, absl::StrCat("cannot be read (", std::strerror(errno), ")"),
+                     "the path of a readable PEM file");
+    }
+    *f.out = *v;
+  }
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "MS_TLS_CERT and MS_TLS_KEY must be set together (the client certificate for mutual "
+        "TLS and its private key)");
+  }
+  if (std::optional<std::string> v = Get(env, "MS_TLS_SERVER_NAME")) {
+    if (o.tls_ca_file.empty() && o.tls_cert_file.empty()) {
+      return Invalid("MS_TLS_SERVER_NAME", *v, "has no effect without TLS",
+                     "MS_TLS_CA (and for mutual TLS MS_TLS_CERT/MS_TLS_KEY) to be set too");
+    }
+    o.tls_server_name = *v;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ParseInterval(const EnvLookup& env, const std::string& name,
                            std::optional<double>* out) {
   std::optional<std::string> v = Get(env, name);
@@ -422,7 +470,7 @@ absl::StatusOr<ClientOptions> ParseClientOptions(const EnvLookup& env) {
   ClientOptions o;
   // Order matters: later checks depend on the role and the worker count.
   for (auto* step : {&ParseRole, &ParseSched, &ParseCounts, &ParseIdentity, &ParseTopoTimeout,
-                     &ParseHeartbeat, &ParseNodeTimeout, &ParseRecovery}) {
+                     &ParseHeartbeat, &ParseNodeTimeout, &ParseRecovery, &ParseSecurity}) {
     if (absl::Status s = step(env, o); !s.ok()) return s;
   }
   return o;

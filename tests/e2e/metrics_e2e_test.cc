@@ -19,32 +19,8 @@ namespace {
 
 using Env = Subprocess::Env;
 
-std::string Curl(int port) {
-  std::string cmd = absl::StrCat("curl -sf http://127.0.0.1:", port, "/metrics");
-  FILE* f = popen(cmd.c_str(), "r");
-  if (f == nullptr) return "";
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-  pclose(f);
-  return out;
-}
-
-// Sum of every sample of `name` (any labels) in exposition text; -1 when absent.
-double Sample(const std::string& text, const std::string& name) {
-  double sum = -1;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    if (line.empty() || line[0] == '#') continue;
-    absl::string_view rest = line;
-    if (!absl::ConsumePrefix(&rest, name)) continue;
-    if (!rest.empty() && rest[0] != ' ' && rest[0] != '{') continue;
-    double v = 0;
-    if (!absl::SimpleAtod(rest.substr(rest.rfind(' ') + 1), &v)) continue;
-    sum = (sum < 0 ? 0 : sum) + v;
-  }
-  return sum;
-}
+std::string Curl(int port) { return ScrapeMetrics(port); }
+double Sample(const std::string& text, const std::string& name) { return MetricSum(text, name); }
 
 TEST(MetricsE2E, CountersMoveWhileAJobRuns) {
   const std::string port_file = absl::StrCat(TempDir(), "/metrics-port-", getpid());

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -22,6 +23,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
@@ -213,6 +216,34 @@ inline std::vector<std::string> LinesWith(const std::string& text, const std::st
     start = end + 1;
   }
   return out;
+}
+
+// The daemon's Prometheus exposition text from 127.0.0.1:`port`/metrics (empty on failure).
+inline std::string ScrapeMetrics(int port) {
+  std::string cmd = absl::StrCat("curl -sf http://127.0.0.1:", port, "/metrics");
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return "";
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+  pclose(f);
+  return out;
+}
+
+// Sum of every sample of `name` (any labels) in exposition text; -1 when absent.
+inline double MetricSum(const std::string& text, const std::string& name) {
+  double sum = -1;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (line.empty() || line[0] == '#') continue;
+    absl::string_view rest = line;
+    if (!absl::ConsumePrefix(&rest, name)) continue;
+    if (!rest.empty() && rest[0] != ' ' && rest[0] != '{') continue;
+    double v = 0;
+    if (!absl::SimpleAtod(rest.substr(rest.rfind(' ') + 1), &v)) continue;
+    sum = (sum < 0 ? 0 : sum) + v;
+  }
+  return sum;
 }
 
 }  // namespace ms_rendezvous::testing

@@ -74,6 +74,7 @@ class JobStoreTest : public ::testing::Test {
       ref.set_role(pb::ROLE_WORKER);
       ref.set_node_id(r.topology().node_id());
       ref.set_incarnation(r.topology().incarnation());
+      ref.set_credential(r.topology().credential());
       refs.push_back(ref);
     }
     return refs;
@@ -195,6 +196,12 @@ TEST_F(JobStoreTest, CrossJob_KeysInvisible_ForgedRefRejected) {
   EXPECT_FALSE(st.ok());
   EXPECT_THAT(st.error_code(), ::testing::AnyOf(grpc::StatusCode::ABORTED,
                                                 grpc::StatusCode::NOT_FOUND));
+  // With B's member's real incarnation (the status API shows it) but A's credential: the
+  // credential gives the forger away.
+  forged.set_incarnation(b[0].incarnation());
+  st = Get(forged, "secret", 0, nullptr);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_THAT(st.error_message(), HasSubstr("only as itself"));
 }
 
 TEST_F(JobStoreTest, Barrier_AllArrive_SameResult_TimeoutNamesMissingRank) {

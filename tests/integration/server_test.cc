@@ -191,6 +191,7 @@ TEST_F(ServerTest, HeartbeatAndLeave_FinishTheJob) {
     req.mutable_member()->set_role(pb::ROLE_WORKER);
     req.mutable_member()->set_node_id(t.node_id());
     req.mutable_member()->set_incarnation(t.incarnation());
+    req.mutable_member()->set_credential(t.credential());
     pb::HeartbeatResponse resp;
     ASSERT_TRUE(stub_->Heartbeat(&ctx, req, &resp).ok());
     EXPECT_EQ(resp.job_state(), pb::JOB_STATE_COMPLETE);
@@ -203,6 +204,7 @@ TEST_F(ServerTest, HeartbeatAndLeave_FinishTheJob) {
     req.mutable_member()->set_role(pb::ROLE_WORKER);
     req.mutable_member()->set_node_id(t.node_id());
     req.mutable_member()->set_incarnation(t.incarnation());
+    req.mutable_member()->set_credential(t.credential());
     ASSERT_TRUE(stub_->Leave(&ctx, req, &last).ok());
   }
   EXPECT_EQ(last.job_state(), pb::JOB_STATE_FINISHED);

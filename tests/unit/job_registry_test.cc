@@ -38,6 +38,14 @@ struct JoinResult {
   }
 };
 
+class IgnoringSession final : public MemberSession {
+ public:
+  void OnRegistered(const MemberRef&) override {}
+  void OnTopology(const Topology&) override {}
+  void OnEvent(const JobEvent&) override {}
+  void OnEnd(const absl::Status&) override {}
+};
+
 class RegistryTest : public ::testing::Test {
  protected:
   RegistryTest() { Reset(RegistryOptions{}); }
@@ -77,6 +85,12 @@ class RegistryTest : public ::testing::Test {
     std::vector<std::shared_ptr<JoinResult>> out;
     for (uint32_t i = 0; i < count; ++i) out.push_back(Join(Spec(job, std::to_string(i), n)));
     return out;
+  }
+
+  // A member that joins through a session (so it holds its registration's credential before
+  // the job is complete); the session ignores what the core pushes.
+  absl::StatusOr<MemberRef> JoinWithSession(MemberSpec spec) {
+    return reg_->JoinSession(std::move(spec), std::make_shared<IgnoringSession>());
   }
 
   void Advance(absl::Duration d) {
@@ -286,7 +300,7 @@ TEST_F(RegistryTest, MaxJobs_NewJobBeyondLimit_ResourceExhaustedNamesFlag) {
   for (auto* r : {a.get(), a1.get()}) {
     auto t = r->Get();
     ASSERT_THAT(t, IsOk());
-    ASSERT_THAT(reg_->Leave(MemberRef{"a", Role::kWorker, t->node_id, t->incarnation}), IsOk());
+    ASSERT_THAT(reg_->Leave(MemberRef{"a", Role::kWorker, t->node_id, t->incarnation, t->credential}), IsOk());
   }
   ASSERT_EQ(reg_->GetJob("a")->state, JobState::kFinished);
   auto c2 = Join(Spec("c", "0", 1));
@@ -395,7 +409,7 @@ TEST_F(RegistryTest, Leave_AllMembers_FinishedThenForgottenAfterTtl) {
   for (auto& r : rs) {
     auto t = r->Get();
     ASSERT_THAT(t, IsOk());
-    EXPECT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, t->node_id, t->incarnation}), IsOk());
+    EXPECT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, t->node_id, t->incarnation, t->credential}), IsOk());
   }
   auto job = reg_->GetJob("j");
   ASSERT_THAT(job, IsOk());
@@ -409,7 +423,7 @@ TEST_F(RegistryTest, Leave_AllMembers_FinishedThenForgottenAfterTtl) {
 TEST_F(RegistryTest, Leave_Twice_IsIdempotent) {
   auto rs = JoinNumeric("j", 2, 2);
   auto t = rs[0]->Get();
-  MemberRef ref{"j", Role::kWorker, t->node_id, t->incarnation};
+  MemberRef ref{"j", Role::kWorker, t->node_id, t->incarnation, t->credential};
   EXPECT_THAT(reg_->Leave(ref), IsOk());
   auto again = reg_->Leave(ref);
   ASSERT_THAT(again, IsOk());
@@ -420,7 +434,7 @@ TEST_F(RegistryTest, Leave_Twice_IsIdempotent) {
 TEST_F(RegistryTest, JobIdReuse_AfterFinished_NewJobWithNextGeneration) {
   auto rs = JoinNumeric("j", 1, 1);
   auto t = rs[0]->Get();
-  ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "0", t->incarnation}), IsOk());
+  ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "0", t->incarnation, t->credential}), IsOk());
   auto again = Join(Spec("j", "0", 1));
   auto t2 = again->Get();
   ASSERT_THAT(t2, IsOk());
@@ -452,22 +466,36 @@ TEST_F(RegistryTest, CancelJoin_WithdrawsMember_NodeIdCanJoinAgain) {
   EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
 }
 
-TEST_F(RegistryTest, Leave_WhileForming_WithdrawsAndCancelsTheParkedJoin) {
+TEST_F(RegistryTest, Leave_WhileForming_WithdrawsTheMember) {
+  absl::StatusOr<MemberRef> ref = JoinWithSession(Spec("j", "a", 2));
+  ASSERT_THAT(ref, IsOk());
+  ASSERT_EQ(reg_->GetJob("j")->roles[0].joined, 1u);
+  ASSERT_THAT(reg_->Leave(*ref), IsOk());
+  EXPECT_EQ(reg_->GetJob("j")->roles[0].joined, 0u);
+}
+
+// The incarnation is public (status API); the credential is not. A Leave built from what the
+// status API shows is somebody else acting as the member: refused, and the member stays.
+TEST_F(RegistryTest, Leave_WithoutTheMembersCredential_PermissionDeniedNothingChanges) {
   auto r = Join(Spec("j", "a", 2));
   auto page = reg_->ListMembers("j", 0, 10);
   ASSERT_THAT(page, IsOk());
   ASSERT_EQ(page->members.size(), 1u);
-  ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "a", page->members[0].incarnation}),
-              IsOk());
-  EXPECT_THAT(r->Get(), StatusIs(absl::StatusCode::kCancelled, HasSubstr("left")));
-  EXPECT_EQ(reg_->GetJob("j")->roles[0].joined, 0u);
+  EXPECT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "a", page->members[0].incarnation}),
+              StatusIs(absl::StatusCode::kPermissionDenied,
+                       AllOf(HasSubstr("'a'"), HasSubstr("only as itself"))));
+  EXPECT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "a", page->members[0].incarnation,
+                                    std::string(32, '0')}),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("only as itself")));
+  EXPECT_FALSE(r->Done());
+  EXPECT_EQ(reg_->GetJob("j")->roles[0].joined, 1u);
 }
 
 TEST_F(RegistryTest, Heartbeat_Rules) {
   auto rs = JoinNumeric("j", 1, 1);
   auto t = rs[0]->Get();
   ASSERT_THAT(t, IsOk());
-  auto hb = reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", t->incarnation});
+  auto hb = reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", t->incarnation, t->credential});
   ASSERT_THAT(hb, IsOk());
   EXPECT_EQ(hb->job_state, JobState::kComplete);
   EXPECT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", t->incarnation + 1}),
@@ -479,11 +507,10 @@ TEST_F(RegistryTest, Heartbeat_Rules) {
 }
 
 TEST_F(RegistryTest, Heartbeat_FailedJob_Aborted) {
-  Join(Spec("j", "0", 2));
-  auto page = reg_->ListMembers("j", 0, 10);
-  const uint64_t inc = page->members[0].incarnation;
+  absl::StatusOr<MemberRef> ref = JoinWithSession(Spec("j", "0", 2));
+  ASSERT_THAT(ref, IsOk());
   Advance(absl::Seconds(61));
-  EXPECT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", inc}),
+  EXPECT_THAT(reg_->Heartbeat(*ref),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("timed out")));
 }
 
@@ -492,7 +519,8 @@ TEST_F(RegistryTest, Heartbeat_UpdatesLastSeenAge) {
   clock_.Advance(absl::Seconds(10));
   auto page = reg_->ListMembers("j", 0, 10);
   EXPECT_EQ(page->members[0].last_seen_age, absl::Seconds(10));
-  ASSERT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", rs[0]->Get()->incarnation}),
+  ASSERT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", rs[0]->Get()->incarnation,
+                                    rs[0]->Get()->credential}),
               IsOk());
   EXPECT_EQ(reg_->ListMembers("j", 0, 10)->members[0].last_seen_age, absl::ZeroDuration());
 }
@@ -550,7 +578,7 @@ TEST_F(RegistryTest, Callbacks_RunOutsideLocks_ReentryDoesNotDeadlock) {
   reg_->Join(Spec("j", "0", 2), [&](absl::StatusOr<Topology> t) {
     ASSERT_THAT(t, IsOk());
     EXPECT_THAT(reg_->GetJob("j"), IsOk());
-    EXPECT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", t->incarnation}), IsOk());
+    EXPECT_THAT(reg_->Heartbeat(MemberRef{"j", Role::kWorker, "0", t->incarnation, t->credential}), IsOk());
     reentered = true;
   });
   Join(Spec("j", "1", 2));
@@ -581,14 +609,15 @@ class RecordingWatcher : public JobWatcher {
 };
 
 TEST_F(RegistryTest, Watch_SnapshotThenEventsInOrder) {
-  Join(Spec("j", "0", 2));
+  auto first = Join(Spec("j", "0", 2));
   auto w = std::make_shared<RecordingWatcher>();
   ASSERT_THAT(reg_->Watch("j", w), IsOk());
   auto r = Join(Spec("j", "1", 2));
-  for (int i = 0; i < 2; ++i) {
-    auto t = r->Get();
-    ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, std::to_string(i),
-                                      reg_->ListMembers("j", 0, 10)->members[i].incarnation}),
+  for (const auto& joined : {first, r}) {
+    absl::StatusOr<Topology> t = joined->Get();
+    ASSERT_THAT(t, IsOk());
+    ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, t->node_id, t->incarnation,
+                                      t->credential}),
                 IsOk());
   }
   EXPECT_THAT(w->Types(),
@@ -613,7 +642,8 @@ TEST_F(RegistryTest, Watch_JobForgotten_StreamEnds) {
   auto rs = JoinNumeric("j", 1, 1);
   auto w = std::make_shared<RecordingWatcher>();
   ASSERT_THAT(reg_->Watch("j", w), IsOk());
-  ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "0", rs[0]->Get()->incarnation}), IsOk());
+  ASSERT_THAT(reg_->Leave(MemberRef{"j", Role::kWorker, "0", rs[0]->Get()->incarnation,
+                                    rs[0]->Get()->credential}), IsOk());
   Advance(absl::Hours(2));
   absl::MutexLock l(&w->mu);
   EXPECT_TRUE(w->ended);

@@ -126,7 +126,8 @@ std::string Dump(const StoredState& s) {
         << " w=" << j.worker_num << " s=" << j.server_num << " topo=" << j.topo_timeout_ms
         << " node_timeout=" << j.node_timeout_ms << " rec=" << j.recovery_enabled
         << " state=" << static_cast<int>(j.state)
-        << " reason=" << ::testing::PrintToString(j.failure_reason) << "}\n";
+        << " reason=" << ::testing::PrintToString(j.failure_reason)
+        << " token=" << ::testing::PrintToString(j.token_digest) << "}\n";
   }
   for (const MemberRecord& m : s.members) {
     out << "member{" << ::testing::PrintToString(m.job_id) << " role=" << static_cast<int>(m.role)
@@ -137,7 +138,8 @@ std::string Dump(const StoredState& s) {
         << " reason=" << ::testing::PrintToString(m.reason)
         << " rank=" << (m.rank ? std::to_string(*m.rank) : "none") << " lr=" << m.local_rank
         << " lws=" << m.local_world_size << " nr=" << m.node_rank << " nn=" << m.num_nodes
-        << " dip=" << ::testing::PrintToString(m.device_ip) << "}\n";
+        << " dip=" << ::testing::PrintToString(m.device_ip)
+        << " cred=" << ::testing::PrintToString(m.credential) << "}\n";
   }
   for (const KvRecord& kv : s.kv) {
     out << "kv{" << ::testing::PrintToString(kv.job_id) << " "
@@ -181,6 +183,7 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   job.job.recovery_enabled = true;
   job.job.state = JobState::kFailed;
   job.job.failure_reason = "rank 3 (node 'n3', host h\xC3\xA9) died: \"SIGKILL\"";
+  job.job.token_digest = std::string(64, 'd');
   batch.push_back(job);
   Mutation plain = PutJob("plain", 0);  // every default
   plain.job = JobRecord{};
@@ -214,6 +217,7 @@ TEST(SqliteStateStoreTest, RoundTripsEveryFieldAcrossReopen) {
   m.member.node_rank = 3;
   m.member.num_nodes = std::numeric_limits<uint32_t>::max();
   m.member.device_ip = "192.168.100.7";
+  m.member.credential = "0123456789abcdef0123456789abcdef";
   batch.push_back(m);
   for (const std::string& key : {std::string("k"), std::string("bin\0key\xff", 8)}) {
     Mutation kv;
@@ -625,8 +629,58 @@ TEST(SqliteStateStoreTest, NewerSchemaVersionIsRefused) {
                        AllOf(HasSubstr(dir.Sub("ms-rendezvous.db")), HasSubstr("schema version 99"),
                              HasSubstr("newer"))));
   // The refusal left the database alone and released the lock.
-  ExecSql(dir.Sub("ms-rendezvous.db"), "UPDATE schema_version SET version = 1");
+  ExecSql(dir.Sub("ms-rendezvous.db"),
+          absl::StrCat("UPDATE schema_version SET version = ", SqliteStateStore::kSchemaVersion));
   EXPECT_NE(MustOpen(dir.path()), nullptr);
+}
+
+// A state dir written by the first release (schema v1: no job tokens, no member credentials)
+// opens, keeps every row, and reads the new fields as empty ("no token", "no credential").
+TEST(SqliteStateStoreTest, SchemaV1IsMigratedKeepingEveryRow) {
+  ScratchDir dir;
+  ExecSql(dir.Sub("ms-rendezvous.db"), R"sql(
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+INSERT INTO schema_version (version) VALUES (1);
+CREATE TABLE jobs (
+  job_id TEXT NOT NULL PRIMARY KEY, generation INTEGER NOT NULL, worker_num INTEGER NOT NULL,
+  server_num INTEGER NOT NULL, topo_timeout_ms INTEGER NOT NULL, node_timeout_ms INTEGER NOT NULL,
+  recovery_enabled INTEGER NOT NULL, state INTEGER NOT NULL, failure_reason TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE members (
+  job_id TEXT NOT NULL, role INTEGER NOT NULL, node_id TEXT NOT NULL, host TEXT NOT NULL,
+  host_name TEXT NOT NULL, device_id INTEGER NOT NULL, incarnation INTEGER NOT NULL,
+  state INTEGER NOT NULL, reason TEXT NOT NULL, rank INTEGER, local_rank INTEGER NOT NULL,
+  local_world_size INTEGER NOT NULL, node_rank INTEGER NOT NULL, num_nodes INTEGER NOT NULL,
+  device_ip TEXT NOT NULL, PRIMARY KEY (job_id, role, node_id)
+) WITHOUT ROWID;
+CREATE TABLE kv (
+  job_id TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, PRIMARY KEY (job_id, key)
+) WITHOUT ROWID;
+INSERT INTO jobs VALUES ('old', 3, 2, 0, 60000, 30000, 0, 2, '');
+INSERT INTO members VALUES ('old', 0, '0', '10.0.0.1', 'h1', 0, 77, 2, '', 0, 0, 1, 0, 2, '');
+INSERT INTO members VALUES ('old', 0, '1', '10.0.0.2', 'h2', 0, 78, 2, '', 1, 0, 1, 1, 2, '');
+INSERT INTO kv VALUES ('old', X'6B', X'76');
+)sql");
+  auto store = MustOpen(dir.path());
+  ASSERT_NE(store, nullptr);
+  absl::StatusOr<StoredState> loaded = store->Load();
+  ASSERT_THAT(loaded, IsOk());
+  ASSERT_EQ(loaded->jobs.size(), 1u);
+  EXPECT_EQ(loaded->jobs[0].generation, 3u);
+  EXPECT_EQ(loaded->jobs[0].token_digest, "");
+  ASSERT_EQ(loaded->members.size(), 2u);
+  EXPECT_EQ(loaded->members[1].incarnation, 78u);
+  EXPECT_EQ(loaded->members[1].credential, "");
+  ASSERT_EQ(loaded->kv.size(), 1u);
+  EXPECT_EQ(loaded->kv[0].value, "v");
+  // New writes carry the new fields, and the file is v2 from now on.
+  Mutation m = PutMember("old", "0");
+  m.member.credential = "c0ffee";
+  ASSERT_THAT(CommitAndWait(*store, {m}), IsOk());
+  store.reset();
+  store = MustOpen(dir.path());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->Load()->members[0].credential, "c0ffee");
 }
 
 TEST(SqliteStateStoreTest, FileThatIsNotADatabaseFailsClearly) {

@@ -143,6 +143,7 @@ void Evaluate(const JoinOptions& options, const std::vector<Outcome>& outcomes, 
 struct Joined {
   uint32_t index;  // node id NodeId(options, index)
   uint64_t incarnation;
+  std::string credential;  // the member credential (Topology.credential) Leave must carry
 };
 
 struct JoinBench::Impl {
@@ -274,7 +275,8 @@ JoinResult JoinBench::Join(const std::string& job_id, const JoinHooks& hooks) {
   std::vector<Joined> members;
   members.reserve(result.ok);
   for (uint32_t i = 0; i < n; ++i) {
-    if (calls[i].status.ok()) members.push_back({i, calls[i].response.topology().incarnation()});
+    if (calls[i].status.ok()) members.push_back({i, calls[i].response.topology().incarnation(),
+                         calls[i].response.topology().credential()});
   }
   impl_->joined.emplace_back(job_id, std::move(members));
   return result;
@@ -306,6 +308,7 @@ std::vector<std::string> JoinBench::LeaveAll() {
       ref->set_role(v1::ROLE_WORKER);
       ref->set_node_id(NodeId(options, members[k].index));
       ref->set_incarnation(members[k].incarnation);
+      ref->set_credential(members[k].credential);
       leave.ctx.set_deadline(leave_deadline);
       leave.countdown = &left;
       stubs[members[k].index % stubs.size()]->async()->Leave(&leave.ctx, &leave.request,

@@ -321,6 +321,7 @@ int RunKv(const KvOptions& o, LocalDaemon* daemon) {
       ref.set_role(v1::ROLE_WORKER);
       ref.set_node_id(MemberNodeId(o.named_nodes, i));
       ref.set_incarnation(m.joined.incarnation());
+      ref.set_credential(m.joined.credential());
     }
     if (failed > 0) {
       problems.push_back(

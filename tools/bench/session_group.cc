@@ -130,6 +130,7 @@ void SessionGroup::TryResume(uint32_t i) {
   ref->set_role(v1::ROLE_WORKER);
   ref->set_node_id(MemberNodeId(spec_.named_nodes, i));
   ref->set_incarnation(m.joined.incarnation());
+  ref->set_credential(m.joined.credential());
   resume->set_generation(m.joined.generation());
   // Not wait_for_ready: while the port is down the attempt fails at once and our backoff (not
   // gRPC's queue) decides when to try again, as the client library does.
@@ -153,6 +154,7 @@ uint64_t SessionGroup::LeaveAll(std::string* first_error) {
       ref.set_role(v1::ROLE_WORKER);
       ref.set_node_id(MemberNodeId(spec_.named_nodes, i));
       ref.set_incarnation(members_[i].topology.incarnation());
+      ref.set_credential(members_[i].topology.credential());
       streams_[i].back()->Leave(ref);
     }
   }

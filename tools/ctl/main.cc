@@ -2,6 +2,7 @@
 //
 //   ms-rendezvousctl [--server HOST:PORT] [--json] [--timeout-s S] COMMAND [ARGS]
 //   ms-rendezvousctl [--role worker|pserver] [--allow-missing-device-ip] ranktable|hostfile ID
+//   ms-rendezvousctl [--admin-token-file FILE] create|abort|delete ID ...
 //
 // Exit codes: 0 success, 1 RPC error (printed as "ms-rendezvousctl: CODE: message") or, for
 // `health`, a daemon that is not SERVING; 2 usage error.
@@ -11,7 +12,11 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -21,10 +26,13 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "client/src/channel_credentials.h"
 #include "core/status_util.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
@@ -63,6 +71,12 @@ constexpr char kUsage[] =
     "                --allow-missing-device-ip: \"0.0.0.0\" is written) or a host's ranks are\n"
     "                not contiguous\n"
     "  hostfile ID   OpenMPI hostfile of a complete job: \"HOST slots=N\" per host, node order\n"
+    "  create ID --workers N [--servers N] [--topo-timeout-s S] [--node-timeout-s S]\n"
+    "            [--recovery] [--job-token-file FILE]\n"
+    "                create a job before its members start (admin token), fixing its spec\n"
+    "                and the token its members must present (MS_JOB_TOKEN)\n"
+    "  abort ID [--reason TEXT]  fail a live job; every member is told (admin token)\n"
+    "  delete ID     forget a finished or failed job now (admin token)\n"
     "\n"
     "options:\n"
     "  --server HOST:PORT  daemon address (default: $MS_SCHED_HOST:$MS_SCHED_PORT, else\n"
@@ -72,7 +86,13 @@ constexpr char kUsage[] =
     "  --role worker|pserver  ranktable, hostfile: the members listed (default worker)\n"
     "  --allow-missing-device-ip  ranktable: write device_ip \"0.0.0.0\" for members without\n"
     "                      MS_DEVICE_IP instead of failing (CPU/simulation only: HCCL needs\n"
-    "                      real device addresses across servers)\n";
+    "                      real device addresses across servers)\n"
+    "  --admin-token-file FILE  admin token for create/abort/delete and a protected status\n"
+    "                      API (default: $MS_ADMIN_TOKEN); MS_JOB_TOKEN is sent too, so a\n"
+    "                      job's own token reads that job's status\n"
+    "  --tls-ca FILE, --tls-cert FILE, --tls-key FILE, --tls-server-name NAME\n"
+    "                      TLS to the daemon (default: $MS_TLS_CA, $MS_TLS_CERT, $MS_TLS_KEY,\n"
+    "                      $MS_TLS_SERVER_NAME)\n";
 
 struct Options {
   std::string server;
@@ -81,7 +101,36 @@ struct Options {
   Role role = Role::kWorker;  // ranktable, hostfile
   bool allow_missing_device_ip = false;
   std::vector<std::string> args;  // command and its operands
+  ClientOptions tls;              // tls_* fields only
+  std::string admin_token;        // --admin-token-file / MS_ADMIN_TOKEN
+  std::string job_token;          // MS_JOB_TOKEN (per-job reads of a protected status API)
+  // create
+  uint32_t workers = 0, servers = 0;
+  int64_t topo_timeout_ms = 0, node_timeout_ms = 0;
+  bool recovery = false;
+  std::string new_job_token;  // --job-token-file
+  std::string reason;         // abort
 };
+
+// The first line of `path`, trimmed: tokens live in files so they stay out of `ps`.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& flag, const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " \"", path, "\" cannot be read: ", std::strerror(errno)));
+  }
+  std::string token(absl::StripAsciiWhitespace(line));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, " \"", path, "\": the first line is empty"));
+  }
+  return token;
+}
+
+std::string EnvOr(const char* name) {
+  const char* v = std::getenv(name);
+  return v == nullptr ? std::string() : std::string(v);
+}
 
 // Parses the command line; flags may appear before or after the command ("ctl health --json").
 // Every error is a usage error (printed with the usage text, exit 2).
@@ -111,6 +160,10 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       options.allow_missing_device_ip = true;
       continue;
     }
+    if (arg == "--recovery") {
+      options.recovery = true;
+      continue;
+    }
     // --name VALUE or --name=VALUE
     std::string name(arg), value;
     bool has_value = false;
@@ -119,7 +172,12 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       value = std::string(arg.substr(eq + 1));
       has_value = true;
     }
-    if (name != "--server" && name != "--timeout-s" && name != "--role") {
+    static const absl::flat_hash_set<std::string> kValued = {
+        "--server",   "--timeout-s",       "--role",           "--tls-ca",
+        "--tls-cert", "--tls-key",         "--tls-server-name", "--admin-token-file",
+        "--workers",  "--servers",         "--topo-timeout-s", "--node-timeout-s",
+        "--job-token-file", "--reason"};
+    if (!kValued.contains(name)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown option ", arg));
     }
     if (!has_value) {
@@ -144,10 +202,56 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       }
       options.server = value;
       server_set = true;
+    } else if (name == "--tls-ca") {
+      options.tls.tls_ca_file = value;
+    } else if (name == "--tls-cert") {
+      options.tls.tls_cert_file = value;
+    } else if (name == "--tls-key") {
+      options.tls.tls_key_file = value;
+    } else if (name == "--tls-server-name") {
+      options.tls.tls_server_name = value;
+    } else if (name == "--admin-token-file") {
+      absl::StatusOr<std::string> token = ReadTokenFile(name, value);
+      if (!token.ok()) return token.status();
+      options.admin_token = *token;
+    } else if (name == "--job-token-file") {
+      absl::StatusOr<std::string> token = ReadTokenFile(name, value);
+      if (!token.ok()) return token.status();
+      options.new_job_token = *token;
+    } else if (name == "--reason") {
+      options.reason = value;
+    } else if (name == "--workers" || name == "--servers") {
+      uint32_t n = 0;
+      if (!absl::SimpleAtoi(value, &n) || n > 1000000 || (name == "--workers" && n == 0)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, " \"", value, "\" must be an integer in ", name == "--workers" ? "1" : "0",
+            "..1000000"));
+      }
+      (name == "--workers" ? options.workers : options.servers) = n;
+    } else if (name == "--topo-timeout-s" || name == "--node-timeout-s") {
+      double seconds = 0;
+      if (!absl::SimpleAtod(value, &seconds) || !std::isfinite(seconds) || seconds == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, " \"", value, "\" must be a number of seconds (> 0; negative = no timeout)"));
+      }
+      const int64_t ms = seconds < 0 ? -1 : static_cast<int64_t>(seconds * 1000);
+      (name == "--topo-timeout-s" ? options.topo_timeout_ms : options.node_timeout_ms) = ms;
     } else if (!absl::SimpleAtod(value, &options.timeout_s) || !(options.timeout_s > 0)) {
       return absl::InvalidArgumentError(
           absl::StrCat("--timeout-s \"", value, "\" is not a positive number"));
     }
+  }
+  if (options.admin_token.empty()) options.admin_token = EnvOr("MS_ADMIN_TOKEN");
+  options.job_token = EnvOr("MS_JOB_TOKEN");
+  if (options.tls.tls_ca_file.empty()) options.tls.tls_ca_file = EnvOr("MS_TLS_CA");
+  if (options.tls.tls_cert_file.empty()) options.tls.tls_cert_file = EnvOr("MS_TLS_CERT");
+  if (options.tls.tls_key_file.empty()) options.tls.tls_key_file = EnvOr("MS_TLS_KEY");
+  if (options.tls.tls_server_name.empty()) {
+    options.tls.tls_server_name = EnvOr("MS_TLS_SERVER_NAME");
+  }
+  if (options.tls.tls_cert_file.empty() != options.tls.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls-cert and --tls-key (MS_TLS_CERT, MS_TLS_KEY) must be given together");
   }
   if (!server_set) {
     absl::StatusOr<std::string> server = tools::ServerFromEnv();
@@ -159,11 +263,67 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
 
 class Ctl {
  public:
-  explicit Ctl(const Options& options)
+  Ctl(const Options& options, std::shared_ptr<grpc::Channel> channel)
       : options_(options),
-        channel_(grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials())),
+        channel_(std::move(channel)),
         admin_(v1::RendezvousAdmin::NewStub(channel_)),
         health_(health::Health::NewStub(channel_)) {}
+
+  static absl::StatusOr<std::shared_ptr<grpc::Channel>> Dial(const Options& options) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        ChannelCredentialsFor(options.tls);
+    if (!credentials.ok()) return credentials.status();
+    grpc::ChannelArguments args;
+    AddTlsChannelArgs(options.tls, &args);
+    return grpc::CreateCustomChannel(options.server, *credentials, args);
+  }
+
+  absl::StatusOr<int> Create(const std::string& job_id) {
+    if (options_.workers == 0) {
+      return absl::InvalidArgumentError("create needs --workers N (MS_WORKER_NUM of the job)");
+    }
+    v1::CreateJobRequest request;
+    request.set_job_id(job_id);
+    request.set_worker_num(options_.workers);
+    request.set_server_num(options_.servers);
+    request.set_topo_timeout_ms(options_.topo_timeout_ms);
+    request.set_node_timeout_ms(options_.node_timeout_ms);
+    request.set_enable_recovery(options_.recovery);
+    request.set_job_token(options_.new_job_token);
+    v1::CreateJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    RETURN_IF_ERROR(tools::FromGrpc(admin_->CreateJob(&ctx, request, &response)));
+    return PrintJob(response.job(), absl::StrCat("created job ", job_id));
+  }
+
+  absl::StatusOr<int> Abort(const std::string& job_id) {
+    v1::AbortJobRequest request;
+    request.set_job_id(job_id);
+    request.set_reason(options_.reason);
+    v1::AbortJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    RETURN_IF_ERROR(tools::FromGrpc(admin_->AbortJob(&ctx, request, &response)));
+    return PrintJob(response.job(), absl::StrCat("aborted job ", job_id));
+  }
+
+  absl::StatusOr<int> Delete(const std::string& job_id) {
+    v1::DeleteJobRequest request;
+    request.set_job_id(job_id);
+    v1::DeleteJobResponse response;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    RETURN_IF_ERROR(tools::FromGrpc(admin_->DeleteJob(&ctx, request, &response)));
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("deleted").String(job_id).EndObject();
+      PrintLine(w.str());
+    } else {
+      PrintLine(absl::StrCat("deleted job ", job_id));
+    }
+    return 0;
+  }
 
   // Each returns the exit code, or an RPC error (exit 1).
   absl::StatusOr<int> Jobs() {
@@ -249,6 +409,7 @@ class Ctl {
     v1::WatchJobRequest request;
     request.set_job_id(job_id);
     grpc::ClientContext ctx;
+    AddCredentials(ctx);
     std::unique_ptr<grpc::ClientReader<v1::JobEvent>> reader = admin_->WatchJob(&ctx, request);
     v1::JobEvent event;
     while (reader->Read(&event)) {
@@ -374,9 +535,30 @@ class Ctl {
     return out;
   }
 
+  int PrintJob(const v1::JobSummary& job, const std::string& what) {
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("job");
+      WriteJobSummary(job, w);
+      w.EndObject();
+      PrintLine(w.str());
+    } else {
+      PrintLine(absl::StrCat(what, " (", v1::JobState_Name(job.state()), ")"));
+    }
+    return 0;
+  }
+
+  // Deadline and credentials of every call.
   void SetDeadline(grpc::ClientContext& ctx) const {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::microseconds(static_cast<int64_t>(options_.timeout_s * 1e6)));
+    AddCredentials(ctx);
+  }
+  void AddCredentials(grpc::ClientContext& ctx) const {
+    if (!options_.admin_token.empty()) {
+      ctx.AddMetadata("authorization", absl::StrCat("Bearer ", options_.admin_token));
+    }
+    if (!options_.job_token.empty()) ctx.AddMetadata("x-ms-job-token", options_.job_token);
   }
   static void PrintLine(const std::string& line) {
     std::fwrite(line.data(), 1, line.size(), stdout);
@@ -401,7 +583,8 @@ int Main(int argc, char** argv) {
   const std::string& command = options->args[0];
   size_t operands = options->args.size() - 1;
   bool takes_job = command == "job" || command == "members" || command == "watch" ||
-                   command == "ranktable" || command == "hostfile";
+                   command == "ranktable" || command == "hostfile" || command == "create" ||
+                   command == "abort" || command == "delete";
   if (takes_job) {
     if (operands != 1) return Usage(absl::StrCat(command, " takes exactly one job ID"));
   } else if (command == "jobs" || command == "health") {
@@ -410,9 +593,17 @@ int Main(int argc, char** argv) {
     return Usage(absl::StrCat("unknown command \"", command, "\""));
   }
 
-  Ctl ctl(*options);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Ctl::Dial(*options);
+  if (!channel.ok()) return Usage(std::string(channel.status().message()));
+  Ctl ctl(*options, *std::move(channel));
   absl::StatusOr<int> result;
-  if (command == "jobs") {
+  if (command == "create") {
+    result = ctl.Create(options->args[1]);
+  } else if (command == "abort") {
+    result = ctl.Abort(options->args[1]);
+  } else if (command == "delete") {
+    result = ctl.Delete(options->args[1]);
+  } else if (command == "jobs") {
     result = ctl.Jobs();
   } else if (command == "job") {
     result = ctl.Job(options->args[1]);

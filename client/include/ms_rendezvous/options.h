@@ -26,6 +26,11 @@
 //                            > 0, negative = never; unset = the daemon's default (30 s)
 //   MS_ENABLE_RECOVERY       1 = a member that died may rejoin with the same MS_NODE_ID and
 //                            take back its rank (the job degrades instead of failing); 0 = off
+//   MS_JOB_TOKEN             the job's token (1..1024 printable chars, no spaces): the member
+//                            that creates the job fixes it, every other member must present it
+//   MS_TLS_CA                PEM CA bundle to verify the daemon (turns TLS on)
+//   MS_TLS_CERT, MS_TLS_KEY  PEM client certificate and key (mutual TLS; both or neither)
+//   MS_TLS_SERVER_NAME       name to verify in the daemon's certificate (default: MS_SCHED_HOST)
 //
 // A variable that is set to the empty string counts as unset (launchers often export "VAR=").
 #ifndef MS_RENDEZVOUS_OPTIONS_H_
@@ -102,6 +107,15 @@ struct ClientOptions {
   // MS_ENABLE_RECOVERY: a member that died may join again with the same node id and takes back
   // its rank; meanwhile the job is degraded. Every member of a job must agree.
   bool enable_recovery = false;
+  // MS_JOB_TOKEN: sent with every call (metadata x-ms-job-token); empty = none. Never logged.
+  std::string job_token;
+  // TLS to the daemon (MS_TLS_*; paths of PEM files). TLS is on when tls_ca_file or
+  // tls_cert_file is set; tls_cert_file and tls_key_file go together (mutual TLS).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Overrides the host name checked against the daemon's certificate.
+  std::string tls_server_name;
 };
 
 // Looks up one environment variable; std::nullopt when unset. Injectable so tests can pass a map.
