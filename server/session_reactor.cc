@@ -79,7 +79,22 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
     void OnTopology(const core::Topology& topology) override {
       pb::SessionResponse r;
       TopologyToProto(topology, r.mutable_topology());
+      std::optional<RpcTimer> join;
+      {
+        absl::MutexLock l(&mu_);
+        if (join_timer_.has_value()) {
+          join.emplace(std::move(*join_timer_));
+          join_timer_.reset();
+        }
+      }
       Enqueue(std::move(r));
+      // "SessionJoin" latency: join received -> topology queued (the whole formation wait).
+      if (join.has_value()) join->Done();
+    }
+    // Starts the SessionJoin latency clock (before the core can deliver the topology).
+    void StartJoinClock() {
+      absl::MutexLock l(&mu_);
+      join_timer_.emplace("SessionJoin");
     }
     void OnEvent(const core::JobEvent& event) override {
       pb::SessionResponse r;
@@ -148,6 +163,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
     bool core_ended_ ABSL_GUARDED_BY(mu_) = false;
+    std::optional<RpcTimer> join_timer_ ABSL_GUARDED_BY(mu_);
     std::optional<absl::Status> end_ ABSL_GUARDED_BY(mu_);
   };
 
@@ -162,6 +178,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
         if (!spec.ok()) return spec.status();
         if (spec->host.empty()) spec->host = peer_host_;
         spec->job_token = job_token_;
+        sink_->StartJoinClock();
         absl::StatusOr<core::MemberRef> ref = registry_->JoinSession(*std::move(spec), sink_);
         if (!ref.ok()) return ref.status();
         SetRef(*ref);
@@ -171,6 +188,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
         if (Ref().has_value()) {
           return absl::FailedPreconditionError("this session already holds a registration");
         }
+        RpcTimer timer("SessionResume");
         absl::StatusOr<core::MemberRef> ref = RefFromProto(req.resume().member());
         if (!ref.ok()) return ref.status();
         absl::Status st = registry_->ResumeSession(*ref, req.resume().generation(), sink_);
@@ -181,6 +199,7 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
       case pb::SessionRequest::kHeartbeat: {
         auto ref = Ref();
         if (!ref.has_value()) return NotJoined("heartbeat");
+        RpcTimer timer("SessionHeartbeat");
         // Errors (job failed, member declared dead or withdrawn, stale incarnation) do NOT end
         // the stream here: the core ends every such session itself, after pushing the event
         // that says why. Ending it from here would race with that event and lose it.
@@ -190,11 +209,13 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
       case pb::SessionRequest::kReportError: {
         auto ref = Ref();
         if (!ref.has_value()) return NotJoined("report_error");
+        RpcTimer timer("SessionReportError");
         return registry_->ReportError(*ref, req.report_error().reason());
       }
       case pb::SessionRequest::kLeave: {
         auto ref = Ref();
         if (!ref.has_value()) return NotJoined("leave");
+        RpcTimer timer("SessionLeave");
         absl::StatusOr<core::JobState> state = registry_->Leave(*ref);
         if (!state.ok()) return state.status();
         {

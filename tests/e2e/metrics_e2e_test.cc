@@ -56,6 +56,10 @@ TEST(MetricsE2E, CountersMoveWhileAJobRuns) {
   EXPECT_NE(first.find("ms_rendezvous_jobs{state=\"complete\"} 1"), std::string::npos) << first;
   EXPECT_NE(first.find("ms_rendezvous_members{state=\"active\"} 3"), std::string::npos) << first;
   EXPECT_EQ(Sample(first, "ms_rendezvous_sessions_connected"), 3) << first;
+  // Stream latencies: every session's join (join received -> topology) was timed.
+  EXPECT_NE(first.find("ms_rendezvous_rpc_latency_seconds_count{method=\"SessionJoin\"} 3"),
+            std::string::npos)
+      << first;
 
   double hb2 = hb1;
   std::string second;
