@@ -123,8 +123,22 @@ void SessionStream::Leave(const v1::MemberRef& ref) {
   if (writes_.size() == 1) StartWrite(&writes_.front());
 }
 
+int64_t SessionStream::Heartbeat(const v1::MemberRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reads_ended_) return -1;
+  v1::SessionRequest heartbeat;
+  *heartbeat.mutable_heartbeat()->mutable_member() = ref;
+  const size_t queued = writes_.size();
+  writes_.push_back(std::move(heartbeat));
+  if (queued == 0) StartWrite(&writes_.front());
+  return static_cast<int64_t>(queued);
+}
+
 void SessionStream::OnWriteDone(bool ok) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (ok && cb_->heartbeats_written != nullptr && writes_.front().has_heartbeat()) {
+    cb_->heartbeats_written->fetch_add(1, std::memory_order_relaxed);
+  }
   writes_.pop_front();
   if (!ok) {
     writes_.clear();  // the stream is ending; OnDone tells why
@@ -134,7 +148,11 @@ void SessionStream::OnWriteDone(bool ok) {
 }
 
 void SessionStream::OnReadDone(bool ok) {
-  if (!ok) return;  // OnDone follows with the status
+  if (!ok) {
+    std::lock_guard<std::mutex> lock(mu_);
+    reads_ended_ = true;
+    return;  // OnDone follows with the status
+  }
   if (response_.has_topology()) {
     if (cb_->on_topology) cb_->on_topology(this, response_.topology());
   } else if (response_.has_event()) {

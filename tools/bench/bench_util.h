@@ -77,6 +77,8 @@ class SessionStream : public grpc::ClientBidiReactor<v1::SessionRequest, v1::Ses
     std::function<void(SessionStream*, const v1::Topology&)> on_topology;
     std::function<void(SessionStream*, const v1::JobEvent&)> on_event;
     std::function<void(SessionStream*, const grpc::Status&)> on_done;
+    // Counts heartbeat messages written to the transport (optional).
+    std::atomic<uint64_t>* heartbeats_written = nullptr;
   };
 
   SessionStream(uint32_t member, const Callbacks* callbacks) : member_(member), cb_(callbacks) {}
@@ -86,6 +88,10 @@ class SessionStream : public grpc::ClientBidiReactor<v1::SessionRequest, v1::Ses
   void Start(v1::Rendezvous::Stub* stub, v1::SessionRequest first, bool wait_for_ready);
   // Finalizes the member; the daemon ends the stream with OK.
   void Leave(const v1::MemberRef& ref);
+  // Proof of life (no answer). Queued behind any write in flight; returns the number of writes
+  // that were already queued (0: the stream's writer was idle), or -1 when the stream is ending
+  // and nothing was sent.
+  int64_t Heartbeat(const v1::MemberRef& ref);
   // Breaks the stream as a killed process would (RST_STREAM: the daemon sees it drop).
   void Cancel() { ctx_.TryCancel(); }
 
@@ -105,6 +111,9 @@ class SessionStream : public grpc::ClientBidiReactor<v1::SessionRequest, v1::Ses
   std::mutex mu_;
   std::deque<v1::SessionRequest> writes_;  // front is being written
   bool write_done_seen_ = false;
+  // The read loop ended (the stream is ending): no write may be started any more. While a read is
+  // pending the call cannot finish, so a write started under mu_ before this is set is safe.
+  bool reads_ended_ = false;
 };
 
 // A single timer thread running closures at their due time (retry backoff of many members

@@ -127,7 +127,7 @@ absl::StatusOr<std::string> SelfDir() {
 
 absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
     const std::string& binary, const std::vector<std::string>& extra, absl::Duration timeout,
-    bool state_dir) {
+    bool state_dir, bool metrics) {
   if (access(binary.c_str(), X_OK) != 0) {
     return absl::NotFoundError(
         absl::StrCat("daemon binary ", binary,
@@ -148,6 +148,11 @@ absl::StatusOr<std::unique_ptr<LocalDaemon>> LocalDaemon::Start(
     mkdir(dir.c_str(), 0755);
     daemon->extra_.push_back("--state-dir");
     daemon->extra_.push_back(dir);
+  }
+  if (metrics) {
+    daemon->metrics_ = true;
+    daemon->extra_.push_back("--metrics-listen=127.0.0.1:0");
+    daemon->extra_.push_back(absl::StrCat("--metrics-port-file=", daemon->dir_, "/metrics-port"));
   }
   absl::Status started = daemon->Spawn("127.0.0.1:0", timeout);
   if (!started.ok()) return started;
@@ -208,6 +213,19 @@ absl::Status LocalDaemon::Spawn(const std::string& listen, absl::Duration timeou
     int port = 0;
     if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &port) && port > 0) {
       address_ = absl::StrCat("127.0.0.1:", port);
+      if (metrics_) {
+        // Written before the main port file (the exporter binds first), so present by now.
+        absl::StatusOr<std::string> mtext = ReadFile(dir_ + "/metrics-port");
+        int mport = 0;
+        if (!mtext.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*mtext), &mport) ||
+            mport <= 0) {
+          KeepLogs();
+          return absl::UnavailableError(absl::StrCat(
+              "ms-rendezvousd is listening but wrote no metrics port to ", dir_,
+              "/metrics-port; its log (", log_path_, ") ends with:\n", LogTail()));
+        }
+        metrics_address_ = absl::StrCat("127.0.0.1:", mport);
+      }
       return absl::OkStatus();
     }
     if (absl::Now() > deadline) {

@@ -59,10 +59,13 @@ class LocalDaemon {
   // Errors: NotFound when the binary is missing, Unavailable when the daemon exits early or does
   // not write its port in time (the message quotes the end of its log).
   // With `state_dir`, the daemon also gets --state-dir <tmp>/state (durable: survives Kill()).
+  // With `metrics`, it also serves Prometheus text (--metrics-listen 127.0.0.1:0, port written
+  // to <tmp>/metrics-port): metrics_address() names it.
   static absl::StatusOr<std::unique_ptr<LocalDaemon>> Start(const std::string& binary,
                                                             const std::vector<std::string>& extra,
                                                             absl::Duration timeout,
-                                                            bool state_dir = false);
+                                                            bool state_dir = false,
+                                                            bool metrics = false);
 
   // Stop() if still running; removes the temporary directory unless KeepLogs() was called.
   ~LocalDaemon();
@@ -71,6 +74,8 @@ class LocalDaemon {
   // "127.0.0.1:PORT".
   const std::string& address() const { return address_; }
   const std::string& log_path() const { return log_path_; }
+  // "127.0.0.1:PORT" of its /metrics endpoint; empty unless started with `metrics`.
+  const std::string& metrics_address() const { return metrics_address_; }
   // The last `max_bytes` of the daemon's log, for error messages.
   std::string LogTail(size_t max_bytes = 2000) const;
   // Keep the temporary directory (and its log) after the run, e.g. when the run failed.
@@ -98,6 +103,8 @@ class LocalDaemon {
   std::string dir_;
   std::string address_;
   std::string log_path_;
+  bool metrics_ = false;
+  std::string metrics_address_;
   bool keep_logs_ = false;
 };
 

@@ -7,9 +7,12 @@
 //   ms-rendezvous-bench restart --members N [--connections C] ...
 //   ms-rendezvous-bench kv --members N [--connections C] [--clients K] [--ops M]
 //                          [--value-bytes B] [--depth D] [--waiters W] [--durable] ...
+//   ms-rendezvous-bench heartbeat --members N [--connections C] [--interval DUR]
+//                          [--duration DUR] [--node-timeout-s S] [--metrics HOST:PORT] ...
 //
 // join: members join over Session streams (what the client library does); --unary uses one
 // Join RPC each instead. failure and restart: see liveness_scenarios.h. kv: see kv_scenario.h.
+// heartbeat: see heartbeat_scenario.h.
 //
 // Without --server it starts its own daemon (ms-rendezvousd next to this executable, on a free
 // port) and stops it afterwards, so the daemon's CPU and RSS can be read from /proc. Prints a human
@@ -56,6 +59,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "glog/logging.h"
+#include "tools/bench/heartbeat_scenario.h"
 #include "tools/bench/join_scenario.h"
 #include "tools/bench/kv_scenario.h"
 #include "tools/bench/liveness_scenarios.h"
@@ -67,7 +71,7 @@ namespace ms_rendezvous::bench {
 namespace {
 
 constexpr char kUsage[] =
-    "usage: ms-rendezvous-bench join|failure|restart|kv --members N [options]\n"
+    "usage: ms-rendezvous-bench join|failure|restart|kv|heartbeat --members N [options]\n"
     "\n"
     "scenarios:\n"
     "  join     N members join one job and wait for its topology, each over its own Session\n"
@@ -83,6 +87,11 @@ constexpr char kUsage[] =
     "           keys, then Get them, D calls in flight each: set/get ops/s and latency; then W\n"
     "           members park a blocking Get of one key and one member Sets it: time from the\n"
     "           Set call to the last waiter released, every waiter checked for the value\n"
+    "  heartbeat N session members join one job, then each heartbeats on its session every\n"
+    "           --interval for --duration, phases spread evenly (N / interval per second);\n"
+    "           their node timeout is 3 x interval, so starved heartbeats become deaths.\n"
+    "           Reports heartbeats sent and accepted (the daemon's own counter, read from its\n"
+    "           metrics endpoint), the daemon's CPU share and false detections (must be 0)\n"
     "\n"
     "options:\n"
     "  --members N          members to join (default 1000)\n"
@@ -94,8 +103,9 @@ constexpr char kUsage[] =
     "  --topo-timeout-s S   MS_TOPO_TIMEOUT sent by the members (default 60)\n"
     "  --named-nodes        non-numeric node ids, so the daemon sorts members into ranks\n"
     "  --unary              join: one unary Join RPC per member instead of a Session stream\n"
-    "  --node-timeout-s S   MS_NODE_TIMEOUT sent by the members (default 300; the bench does\n"
-    "                       not heartbeat, so it must outlast the run)\n"
+    "  --node-timeout-s S   MS_NODE_TIMEOUT sent by the members (default 300: the other\n"
+    "                       scenarios do not heartbeat, so it must outlast the run;\n"
+    "                       heartbeat: 3 x --interval)\n"
     "  --disconnect-grace DUR  failure: the daemon's --disconnect-grace (e.g. 200ms); passed to\n"
     "                       the daemon the bench starts, and reported (default: the daemon's\n"
     "                       default, 2s)\n"
@@ -117,7 +127,14 @@ constexpr char kUsage[] =
     "  --depth D            RPCs in flight per client (default 16)\n"
     "  --waiters W          members parking a Get of one key, W <= N (default N; 0: skip)\n"
     "  --durable            start the daemon with a temporary --state-dir (SQLite: Sets are\n"
-    "                       durable, group-committed); --daemon-arg --state-dir=DIR works too\n";
+    "                       durable, group-committed); --daemon-arg --state-dir=DIR works too\n"
+    "\n"
+    "heartbeat options:\n"
+    "  --interval DUR       heartbeat interval of every member (default 5s)\n"
+    "  --duration DUR       how long the members heartbeat after joining (default 30s)\n"
+    "  --metrics HOST:PORT  the --server daemon's --metrics-listen endpoint, for the accepted\n"
+    "                       heartbeats and the members it declared dead (the bench's own daemon\n"
+    "                       is started with one)\n";
 
 // File descriptors the bench needs beside one per connection: gRPC's epoll and wakeup fds,
 // stdio, /proc reads. Generous, because running out mid-run shows up as confusing UNAVAILABLEs.
@@ -156,6 +173,12 @@ struct Args {
   bool clients_set = false;
   bool waiters_set = false;
   bool durable = false;
+  // heartbeat
+  absl::Duration interval = absl::Seconds(5);
+  absl::Duration duration = absl::Seconds(30);
+  bool node_timeout_set = false;
+  bool heartbeat_option_set = false;
+  std::string metrics;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args* args) {
@@ -227,6 +250,18 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       if (!absl::SimpleAtod(value, &args->join.node_timeout_s) || args->join.node_timeout_s <= 0) {
         return bad("seconds > 0");
       }
+      args->node_timeout_set = true;
+    } else if (name == "--interval" || name == "--duration") {
+      absl::Duration d;
+      if (!absl::ParseDuration(value, &d) || d < absl::Milliseconds(1) || d > absl::Hours(24)) {
+        return bad("a duration such as 500ms or 5s (1ms..24h)");
+      }
+      (name == "--interval" ? args->interval : args->duration) = d;
+      args->heartbeat_option_set = true;
+    } else if (name == "--metrics") {
+      if (value.empty()) return bad("HOST:PORT");
+      args->metrics = value;
+      args->heartbeat_option_set = true;
     } else if (name == "--disconnect-grace") {
       absl::Duration grace;
       if (!absl::ParseDuration(value, &grace) || grace < absl::ZeroDuration()) {
@@ -268,12 +303,20 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
     }
   }
   if (args->scenario.empty()) {
-    return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart, kv)");
+    return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart, kv, heartbeat)");
   }
   if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart" &&
-      args->scenario != "kv") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown scenario \"", args->scenario,
-                                                   "\" (available: join, failure, restart, kv)"));
+      args->scenario != "kv" && args->scenario != "heartbeat") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown scenario \"", args->scenario,
+                     "\" (available: join, failure, restart, kv, heartbeat)"));
+  }
+  if (args->scenario != "heartbeat" && args->heartbeat_option_set) {
+    return absl::InvalidArgumentError("--interval, --duration and --metrics are heartbeat options");
+  }
+  if (args->scenario == "heartbeat" && !args->server && !args->metrics.empty()) {
+    return absl::InvalidArgumentError(
+        "--metrics names the endpoint of a --server daemon; the bench's own daemon gets one");
   }
   if (args->scenario != "kv" && (args->clients_set || args->waiters_set || args->durable)) {
     return absl::InvalidArgumentError("--clients, --waiters and --durable are kv options");
@@ -415,7 +458,8 @@ int Main(int argc, char** argv) {
     }
     absl::StatusOr<std::unique_ptr<LocalDaemon>> started =
         LocalDaemon::Start(binary, daemon_args, absl::Seconds(20),
-                           /*state_dir=*/args.scenario == "restart" || args.durable);
+                           /*state_dir=*/args.scenario == "restart" || args.durable,
+                           /*metrics=*/args.scenario == "heartbeat");
     if (!started.ok()) return fail(started.status());
     daemon = std::move(*started);
     daemon_pid = daemon->pid();
@@ -443,6 +487,22 @@ int Main(int argc, char** argv) {
       }
     }
     return RunKv(ko, daemon.get());
+  }
+
+  if (args.scenario == "heartbeat") {
+    HeartbeatOptions ho;
+    ho.server = args.join.server;
+    ho.job_id = args.join.job_id;
+    ho.members = args.join.members;
+    ho.connections = args.join.connections;
+    ho.topo_timeout_s = args.join.topo_timeout_s;
+    ho.named_nodes = args.join.named_nodes;
+    ho.interval = args.interval;
+    ho.duration = args.duration;
+    if (args.node_timeout_set) ho.node_timeout_s = args.join.node_timeout_s;
+    ho.metrics = daemon ? daemon->metrics_address() : args.metrics;
+    ho.daemon_pid = daemon_pid;
+    return RunHeartbeat(ho, daemon.get());
   }
 
   if (args.scenario != "join") {

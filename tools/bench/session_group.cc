@@ -27,6 +27,7 @@ SessionGroup::SessionGroup(std::vector<v1::Rendezvous::Stub*> stubs, GroupSpec s
   callbacks_.on_topology = [this](SessionStream* s, const v1::Topology& t) { OnTopology(s, t); };
   callbacks_.on_event = [this](SessionStream* s, const v1::JobEvent& e) { OnEvent(s, e); };
   callbacks_.on_done = [this](SessionStream* s, const grpc::Status& st) { OnDone(s, st); };
+  callbacks_.heartbeats_written = &heartbeats_written_;
 }
 
 SessionGroup::~SessionGroup() {
@@ -174,6 +175,18 @@ uint64_t SessionGroup::LeaveAll(std::string* first_error) {
     }
   }
   return failed;
+}
+
+int64_t SessionGroup::Heartbeat(uint32_t i) {
+  v1::MemberRef ref;
+  ref.set_job_id(spec_.job_id);
+  ref.set_role(v1::ROLE_WORKER);
+  ref.set_node_id(MemberNodeId(spec_.named_nodes, i));
+  ref.set_incarnation(members_[i].topology.incarnation());
+  ref.set_credential(members_[i].topology.credential());
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  if (!open_[i] || streams_[i].empty()) return -1;
+  return streams_[i].back()->Heartbeat(ref);
 }
 
 void SessionGroup::OnTopology(SessionStream* s, const v1::Topology& t) {

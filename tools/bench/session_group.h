@@ -71,6 +71,12 @@ class SessionGroup {
   // Every member holding a live stream leaves; returns failures ("CODE: message" of the first).
   uint64_t LeaveAll(std::string* first_error);
 
+  // One heartbeat on member i's current stream (after its join). Returns the writes that were
+  // already queued on that stream (0: its writer was idle), or -1 when it holds no open stream.
+  int64_t Heartbeat(uint32_t i);
+  // Heartbeats written to the transport so far (by every member).
+  uint64_t heartbeats_written() const { return heartbeats_written_.load(); }
+
  private:
   enum class Phase { kJoin, kHold, kResume, kLeave };
   void StartStream(uint32_t i, v1::SessionRequest first, bool wait_for_ready);
@@ -89,6 +95,7 @@ class SessionGroup {
   std::unique_ptr<std::atomic<bool>[]> resume_started_;
   std::unique_ptr<std::atomic<bool>[]> leaving_;
   std::atomic<int64_t> open_count_{0};
+  std::atomic<uint64_t> heartbeats_written_{0};
   std::atomic<bool> closing_{false};
   std::atomic<Phase> phase_{Phase::kJoin};
   std::atomic<int64_t> resume_deadline_ns_{0};

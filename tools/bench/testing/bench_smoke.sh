@@ -4,7 +4,8 @@
 # RPCs, with and without a warm-up round and repeated rounds; runs the failure scenario (one
 # member's stream broken, every survivor told) and the restart scenario (daemon kill -9'd and
 # restarted, every member resumes) and the kv scenario (Sets and Gets by a few client members,
-# then one Set releasing every parked Get, in memory and with --state-dir); each exits 0 and ends
+# then one Set releasing every parked Get, in memory and with --state-dir) and the heartbeat
+# scenario (every heartbeat written is accepted, nobody declared dead); each exits 0 and ends
 # with the documented JSON line. Catches a broken join/liveness/KV path or report format long
 # before anyone runs the real figures.
 # Deterministic: pass/fail depends on counts (notified, false detections, rank changes, errors),
@@ -92,6 +93,21 @@ re+=',"set_p99_ms":'$num',"get_p99_ms":'$num',"waiters":7,"release_s":'$num',"er
 re+=',"store":"sqlite",.*"released":7,'
 json_is "$re"
 
+# heartbeat: 40 members over 8 connections heartbeat every 200 ms for 1 s; the daemon accepts
+# every heartbeat written and declares nobody dead (node timeout 30 s: a slow machine cannot
+# turn into a false detection here, only a lost heartbeat or a broken session can fail it).
+run_bench heartbeat --members 40 --connections 8 --interval 200ms --duration 1s --node-timeout-s 30
+re='^\{"scenario":"heartbeat","members":40,"connections":8,"interval_s":0\.2,"duration_s":'$num
+re+=',"node_timeout_s":30,"join_s":'$num',"expected_per_s":200,"sent":[0-9]+,"sent_per_s":'$num
+re+=',"accepted":[0-9]+,"accepted_per_s":'$num',"worst_window_per_s":'$num',"daemon_cpu_s":'$num
+re+=',"daemon_cpu_pct":'$num',"daemon_peak_rss_kib":[0-9]+,"bench_cpu_pct":'$num',"max_lag_ms":'$num
+re+=',"false_detections":0,"failure_events":0,"streams_ended":0\}$'
+json_is "$re"
+sent=$(grep -o '"sent":[0-9]*' <<<"$last" | cut -d: -f2)
+accepted=$(grep -o '"accepted":[0-9]*' <<<"$last" | cut -d: -f2)
+[[ $sent -gt 0 && $sent == "$accepted" ]] || {
+  echo "FAIL: heartbeats sent ($sent) != accepted ($accepted)" >&2; exit 1; }
+
 # Usage errors exit 2.
 usage_error() {
   "$BENCH" "$@" >/dev/null 2>&1
@@ -107,4 +123,7 @@ usage_error kv --members 10 --clients 11
 usage_error kv --members 10 --waiters 11
 usage_error kv --members 10 --durable --server 127.0.0.1:1
 usage_error join --members 10 --clients 2
+usage_error join --members 10 --interval 1s
+usage_error heartbeat --members 10 --metrics 127.0.0.1:1
+usage_error heartbeat --members 10 --interval 0s
 echo PASS
