@@ -1,6 +1,8 @@
 // Multi-step fuzzer of the core: up to 64 operations (join, session join, heartbeat, session
-// closed, resume, report error, leave, KV, barrier, cancel, clock advance + ProcessDeadlines)
-// over 2 jobs x 4 members against a FakeClock, with invariants checked after every step.
+// closed, resume, report error, leave, KV, barrier, cancel, clock advance + ProcessDeadlines,
+// forged calls naming another member, operator create/abort/delete; members mostly present
+// their job's token) over 2 jobs x 4 members against a FakeClock, with invariants checked after
+// every step.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
@@ -116,7 +118,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     msr::JobRegistry reg(&clock, opts, in.ConsumeBool() ? &store : nullptr);
     uint32_t worker_num[kJobs], server_num[kJobs];
     bool recovery[kJobs];
+    std::string token[kJobs];  // the job token members normally present ("" = none)
     for (int j = 0; j < kJobs; ++j) {
+      token[j] = in.ConsumeBool() ? "" : "tok" + std::to_string(j);
       worker_num[j] = in.ConsumeIntegralInRange<uint32_t>(1, 3);
       server_num[j] = in.ConsumeIntegralInRange<uint32_t>(0, 1);
       recovery[j] = in.ConsumeBool();
@@ -142,13 +146,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         s.topo_timeout_ms = in.ConsumeIntegralInRange<int>(-1, 3) * 20000;
         s.node_timeout_ms = in.ConsumeIntegralInRange<int>(-1, 2) * 5000;
         s.heartbeat_disabled = in.ConsumeIntegralInRange<int>(0, 3) == 0;
+        // Mostly the job's token; sometimes none or the other job's.
+        switch (in.ConsumeIntegralInRange<int>(0, 7)) {
+          case 0: s.job_token = ""; break;
+          case 1: s.job_token = token[1 - j]; break;
+          default: s.job_token = token[j]; break;
+        }
         return s;
       };
       auto status_cb = [] {
         auto c = std::make_shared<CallCount>();
         return [c](auto) { c->Hit(); };
       };
-      switch (in.ConsumeIntegralInRange<int>(0, 17)) {
+      switch (in.ConsumeIntegralInRange<int>(0, 21)) {
         case 0: {  // unary join
           auto c = std::make_shared<CallCount>();
           join_calls.push_back(c);
@@ -245,6 +255,55 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             (void)reg.KvNumKeys(slot.ref);
           }
           break;
+        case 18: {  // a forged call: another member's ref with this member's credential
+          const int oj = in.ConsumeIntegralInRange<int>(0, kJobs - 1);
+          const int om = in.ConsumeIntegralInRange<int>(0, kMembers - 1);
+          Slot& other = slots[oj][om];
+          if (!slot.has_ref || !other.has_ref || &other == &slot) break;
+          msr::MemberRef forged = other.ref;
+          forged.credential = slot.ref.credential;
+          const std::string target = forged.job_id;
+          auto before = reg.ListMembers(target, 0, 1000);
+          absl::Status st;
+          switch (in.ConsumeIntegralInRange<int>(0, 2)) {
+            case 0: st = reg.Heartbeat(forged).status(); break;
+            case 1: st = reg.Leave(forged).status(); break;
+            default: st = reg.ReportError(forged, "forged"); break;
+          }
+          // Never accepted, and the target job did not change.
+          MSR_FUZZ_CHECK(!st.ok());
+          auto after = reg.ListMembers(target, 0, 1000);
+          MSR_FUZZ_CHECK(before.ok() == after.ok());
+          if (before.ok()) {
+            MSR_FUZZ_CHECK(before->members.size() == after->members.size());
+            for (size_t i = 0; i < before->members.size(); ++i) {
+              MSR_FUZZ_CHECK(before->members[i].state == after->members[i].state);
+              MSR_FUZZ_CHECK(before->members[i].incarnation == after->members[i].incarnation);
+            }
+          }
+          break;
+        }
+        case 19: {  // operator: create the job ahead of its members
+          msr::MemberSpec s = spec();
+          auto created = reg.CreateJob(s);
+          if (created.ok()) MSR_FUZZ_CHECK(created->state == msr::JobState::kForming);
+          break;
+        }
+        case 20: {  // operator: abort
+          absl::Status st = reg.AbortJob(job_id, "fuzz abort");
+          if (st.ok()) MSR_FUZZ_CHECK(reg.GetJob(job_id)->state == msr::JobState::kFailed);
+          break;
+        }
+        case 21: {  // operator: delete (only ended jobs)
+          auto state = reg.GetJob(job_id);
+          absl::Status st = reg.DeleteJob(job_id);
+          if (st.ok()) {
+            MSR_FUZZ_CHECK(state.ok() && (state->state == msr::JobState::kFinished ||
+                                          state->state == msr::JobState::kFailed));
+            MSR_FUZZ_CHECK(!reg.GetJob(job_id).ok());
+          }
+          break;
+        }
         default:  // time passes
           clock.Advance(absl::Milliseconds(in.ConsumeIntegralInRange<int>(0, 70000)));
           reg.ProcessDeadlines();

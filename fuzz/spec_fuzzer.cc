@@ -35,6 +35,7 @@ msr::MemberSpec Spec(FuzzedDataProvider& in) {
   s.enable_recovery = in.ConsumeBool();
   s.heartbeat_disabled = in.ConsumeBool();
   s.device_ip = in.ConsumeRandomLengthString(64);
+  s.job_token = in.ConsumeRandomLengthString(40);
   return s;
 }
 
@@ -53,6 +54,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int i = 0; i < 4 && in.remaining_bytes() > 0; ++i) {
     msr::MemberSpec spec = Spec(in);
     auto c = std::make_shared<CallCount>();
+    if (in.ConsumeIntegralInRange<int>(0, 3) == 0) {  // the operator calls
+      (void)reg.CreateJob(spec);
+      (void)reg.AbortJob(spec.job_id, in.ConsumeRandomLengthString(100));
+      (void)reg.DeleteJob(spec.job_id);
+      (void)reg.JobTokenMatches(spec.job_id, spec.job_token);
+      continue;
+    }
     if (in.ConsumeBool()) {
       reg.Join(spec, [c](absl::StatusOr<msr::Topology>) { c->Hit(); });
       continue;

@@ -132,10 +132,17 @@ def event_to_dict(e):
 class Board:
     """Reads the ops API of one daemon."""
 
-    def __init__(self, server, timeout):
+    def __init__(self, server, timeout, token=None, tls_ca=None):
         self.server = server
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(server)
+        # A daemon started with --status-requires-token wants the admin token on every call.
+        self.metadata = (("authorization", "Bearer " + token),) if token else None
+        if tls_ca:
+            with open(tls_ca, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            self.channel = grpc.secure_channel(server, creds)
+        else:
+            self.channel = grpc.insecure_channel(server)
         try:
             grpc.channel_ready_future(self.channel).result(timeout=timeout)
         except grpc.FutureTimeoutError:
@@ -148,7 +155,7 @@ class Board:
 
     def _call(self, fn, request):
         try:
-            return fn(request, timeout=self.timeout)
+            return fn(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise Unreachable("cannot reach ms-rendezvousd at %s (%s: %s)"
@@ -176,7 +183,8 @@ class Board:
 
     def watch(self, job_id, seconds):
         """Yields the job's events; stops quietly after `seconds` (None: until the stream ends)."""
-        stream = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=seconds)
+        stream = self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=seconds,
+                                    metadata=self.metadata)
         try:
             for event in stream:
                 yield event
@@ -313,7 +321,11 @@ def parse_args(argv):
     p.add_argument("--json", action="store_true", help="machine-readable output (JSON lines)")
     p.add_argument("--timeout", type=float, default=5.0, metavar="S",
                    help="connect and per-call timeout in seconds (default 5)")
+    p.add_argument("--tls-ca", metavar="FILE", default=os.environ.get("MS_TLS_CA"),
+                   help="PEM CA that verifies a TLS daemon (default $MS_TLS_CA; plaintext when unset)")
     args = p.parse_args(argv)
+    # The admin token comes from the environment only, never the command line (ps shows it).
+    args.token = os.environ.get("MS_ADMIN_TOKEN") or None
     if args.follow and not args.job:
         p.error("--follow needs --job ID")
     if args.interval <= 0:
@@ -326,7 +338,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        board = Board(args.server, args.timeout)
+        board = Board(args.server, args.timeout, token=args.token, tls_ca=args.tls_ca)
     except Unreachable as e:
         print("dashboard: %s" % e, file=sys.stderr)
         return 1

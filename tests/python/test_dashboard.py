@@ -40,10 +40,15 @@ class DashboardTest(unittest.TestCase):
         self.tmp = tempfile.TemporaryDirectory(prefix="msr-dash-")
         self.addCleanup(self.tmp.cleanup)
         self.procs = []
-        port_file = os.path.join(self.tmp.name, "port")
-        self.log = open(os.path.join(self.tmp.name, "daemon.log"), "wb")
+        self.server = self._start_daemon([])
+
+    def _start_daemon(self, extra_args):
+        """Starts ms-rendezvousd on a free port; returns its HOST:PORT."""
+        tag = str(len(self.procs)) + "-" + str(time.monotonic_ns())
+        port_file = os.path.join(self.tmp.name, "port-" + tag)
+        self.log = open(os.path.join(self.tmp.name, "daemon-%s.log" % tag), "wb")
         self.addCleanup(self.log.close)
-        self.daemon = subprocess.Popen([DAEMON, "--listen", "127.0.0.1:0", "--port-file", port_file],
+        self.daemon = subprocess.Popen([DAEMON, "--listen", "127.0.0.1:0", "--port-file", port_file] + extra_args,
                                        stdout=self.log, stderr=subprocess.STDOUT)
         self.addCleanup(self._stop, self.daemon)
         deadline = time.monotonic() + 30
@@ -57,7 +62,7 @@ class DashboardTest(unittest.TestCase):
             if self.daemon.poll() is not None or time.monotonic() > deadline:
                 self.fail("ms-rendezvousd did not start; see " + self.log.name)
             time.sleep(0.02)
-        self.server = "127.0.0.1:%d" % self.port
+        return "127.0.0.1:%d" % self.port
 
     @staticmethod
     def _stop(p):
@@ -148,6 +153,23 @@ class DashboardTest(unittest.TestCase):
         r = self._dashboard("--job", JOB, "--follow", "--follow-seconds", "1")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("snapshot job=%s state=complete" % JOB, r.stdout)
+
+    def test_protected_status_needs_the_admin_token(self):
+        token_file = os.path.join(self.tmp.name, "admin-token")
+        with open(token_file, "w") as f:
+            f.write("dash-board-token\n")
+        os.chmod(token_file, 0o600)
+        server = self._start_daemon(["--admin-token-file", token_file, "--status-requires-token"])
+        env = dict(os.environ)
+        env.pop("MS_ADMIN_TOKEN", None)
+        cmd = [sys.executable, "-B", DASHBOARD, "--server", server, "--once", "--json"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        self.assertIn("UNAUTHENTICATED", r.stderr)
+        env["MS_ADMIN_TOKEN"] = "dash-board-token"
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(json.loads(r.stdout.splitlines()[0])["jobs"], [])
 
     def test_unreachable_daemon(self):
         addr = "127.0.0.1:%d" % _free_port()
