@@ -13,3 +13,9 @@ endfunction()
 
 # The client over the hand-written etcd protos: KV, Txn, paged Range, failover, leases, watches.
 msr_etcd_test(etcd_client_test ${CMAKE_CURRENT_LIST_DIR}/etcd/etcd_client_test.cc)
+# TxnPlan and the key layout: no etcd needed.
+msr_etcd_test(etcd_txn_plan_test ${CMAKE_CURRENT_LIST_DIR}/etcd/txn_plan_test.cc)
+target_link_libraries(etcd_txn_plan_test PRIVATE ms_rendezvous_etcd_store)
+# The store: round trips, order, deletes, journal, member loss, quorum loss, fencing, restarts.
+msr_etcd_test(etcd_state_store_test ${CMAKE_CURRENT_LIST_DIR}/etcd/etcd_state_store_test.cc)
+target_link_libraries(etcd_state_store_test PRIVATE ms_rendezvous_etcd_store)
