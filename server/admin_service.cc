@@ -274,6 +274,18 @@ grpc::ServerUnaryReactor* AdminService::AbortJob(grpc::CallbackServerContext* ct
   return Done(ctx, absl::OkStatus());
 }
 
+grpc::ServerUnaryReactor* AdminService::GetServerInfo(grpc::CallbackServerContext* ctx,
+                                                      const pb::GetServerInfoRequest*,
+                                                      pb::ServerInfo* resp) {
+  RpcTimer timer("GetServerInfo");
+  if (absl::Status st = auth_->CheckRead(*ctx); !st.ok()) return Done(ctx, st);
+  resp->set_role(identity_->role);
+  resp->set_self(identity_->self);
+  resp->set_leader(identity_->role == "leader" ? identity_->self : "");
+  resp->set_store(identity_->store);
+  return Done(ctx, absl::OkStatus());
+}
+
 grpc::ServerUnaryReactor* AdminService::DeleteJob(grpc::CallbackServerContext* ctx,
                                                   const pb::DeleteJobRequest* req,
                                                   pb::DeleteJobResponse*) {

@@ -6,8 +6,10 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -17,17 +19,24 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
 #include "core/effects.h"
+#include "server/leader_election.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "server/standby_server.h"
 #include "server/systemd_notify.h"
+#include "store/etcd/etcd_state_store.h"
 #include "store/sqlite_state_store.h"
 
 namespace {
@@ -70,6 +79,15 @@ constexpr char kUsage[] =
     "  --status-requires-token       the status API (ListJobs/GetJob/ListMembers/WatchJob)\n"
     "                                needs the admin token too (default: open)\n"
     "  --require-job-token           refuse jobs without a job token (MS_JOB_TOKEN)\n"
+    "  --store memory|sqlite|etcd    where state lives (default: sqlite with --state-dir, else\n"
+    "                                memory); etcd: several daemons, one leader (HA)\n"
+    "  --etcd-endpoints H:P,H:P,...  etcd client URLs (--store etcd)\n"
+    "  --etcd-prefix PREFIX          key prefix in etcd, ends with / (/ms-rendezvous/)\n"
+    "  --advertise HOST:PORT         the address clients use for this daemon, published while\n"
+    "                                it leads (default: the --listen host, or the host name for\n"
+    "                                a wildcard, with the bound port)\n"
+    "  --leader-lease-ttl DUR        etcd lease of the leader: a dead leader is replaced\n"
+    "                                within about this (default 5s, >= 2s)\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
     "Without --state-dir, state is kept in memory: it is lost when the daemon stops.\n";
@@ -82,7 +100,82 @@ struct Flags {
   std::string state_dir;
   absl::Duration shutdown_grace = absl::Seconds(5);
   std::string tls_cert, tls_key, tls_client_ca, admin_token_file;  // paths
+  std::string store;  // "", "memory", "sqlite", "etcd"
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_prefix = "/ms-rendezvous/";
+  std::string advertise;
+  absl::Duration leader_lease_ttl = absl::Seconds(5);
 };
+
+// Exit code of a daemon that lost the leadership and could not restart itself.
+constexpr int kExitDeposed = 3;
+
+// argv of this process and the port it bound, for RestartAsStandby().
+std::vector<std::string> g_argv;
+std::atomic<int> g_bound_port{0};
+std::atomic<bool> g_leading{false};
+
+// A leader that lost the leadership (lease gone, a write fenced, etcd unreachable for longer
+// than the lease) must stop acting at once: its in-memory state may be behind the new leader's.
+// It re-executes itself (same pid, same flags, the port it had) and starts over as a standby
+// that campaigns and, if it wins again, reloads everything from etcd. No supervisor needed; with
+// systemd the service simply stays active.
+[[noreturn]] void RestartAsStandby(const std::string& why) {
+  LOG(ERROR) << "stepping down: " << why << "; restarting as a standby";
+  std::vector<std::string> args = g_argv;
+  if (g_bound_port.load() != 0) {
+    // Keep the port (a --listen with port 0 would pick another one).
+    std::string listen = "0.0.0.0:8118";
+    for (size_t i = 1; i < args.size(); ++i) {
+      if (args[i] == "--listen" && i + 1 < args.size()) listen = args[i + 1];
+      if (absl::StartsWith(args[i], "--listen=")) listen = args[i].substr(9);
+    }
+    const size_t colon = listen.rfind(':');
+    // Drop earlier --listen= forms (a previous restart's) so restarts do not pile them up.
+    args.erase(std::remove_if(args.begin() + 1, args.end(),
+                              [](const std::string& a) { return absl::StartsWith(a, "--listen="); }),
+               args.end());
+    args.push_back(absl::StrCat("--listen=", listen.substr(0, colon), ":", g_bound_port.load()));
+  }
+  std::vector<char*> raw;
+  for (auto& a : args) raw.push_back(a.data());
+  raw.push_back(nullptr);
+  google::FlushLogFiles(google::GLOG_INFO);
+  execv("/proc/self/exe", raw.data());
+  LOG(ERROR) << "cannot re-execute /proc/self/exe: " << std::strerror(errno) << "; exiting";
+  std::_Exit(kExitDeposed);
+}
+
+// HOST of a HOST:PORT listen address ("[::]" kept bracketed).
+std::string ListenHost(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  return colon == std::string::npos ? listen : listen.substr(0, colon);
+}
+
+// The address published for clients when --advertise is not given.
+std::string DefaultAdvertise(const std::string& listen, int port) {
+  std::string host = ListenHost(listen);
+  if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::" || host == "*") {
+    char name[256] = {};
+    host = gethostname(name, sizeof(name) - 1) == 0 ? std::string(name) : "localhost";
+  }
+  return absl::StrCat(host, ":", port);
+}
+
+// Writes the bound port to `path` (write then rename: a reader never sees half a port).
+bool WritePortFile(const std::string& path, int port) {
+  if (path.empty()) return true;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << port << "\n";
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    LOG(ERROR) << "cannot write --port-file " << path << ": " << std::strerror(errno);
+    return false;
+  }
+  return true;
+}
 
 // Flags that take no value (a following argument is not consumed).
 bool IsSwitch(const std::string& name) {
@@ -264,6 +357,36 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       if (flags->server.max_connection_idle == absl::ZeroDuration()) {
         flags->server.max_connection_idle = absl::InfiniteDuration();  // 0 = never
       }
+    } else if (name == "store") {
+      if (value != "memory" && value != "sqlite" && value != "etcd") {
+        *error = absl::StrCat("--store=\"", value, "\" must be memory, sqlite or etcd");
+        return false;
+      }
+      flags->store = value;
+    } else if (name == "etcd-endpoints") {
+      flags->etcd_endpoints = absl::StrSplit(value, ',', absl::SkipWhitespace());
+      if (flags->etcd_endpoints.empty()) {
+        *error = absl::StrCat("--etcd-endpoints=\"", value, "\" names no endpoint: expected "
+                              "HOST:PORT[,HOST:PORT...]");
+        return false;
+      }
+    } else if (name == "etcd-prefix") {
+      if (value.empty() || value.back() != '/') {
+        *error = absl::StrCat("--etcd-prefix=\"", value, "\" must be non-empty and end with /");
+        return false;
+      }
+      flags->etcd_prefix = value;
+    } else if (name == "advertise") {
+      flags->advertise = value;
+    } else if (name == "leader-lease-ttl") {
+      if (!ParseDurationFlag(name, value, &flags->leader_lease_ttl, error)) return false;
+      if (flags->leader_lease_ttl < absl::Seconds(2) ||
+          flags->leader_lease_ttl > absl::Minutes(10) ||
+          flags->leader_lease_ttl != absl::Seconds(absl::ToInt64Seconds(flags->leader_lease_ttl))) {
+        *error = absl::StrCat("--leader-lease-ttl=\"", value,
+                              "\" must be whole seconds in 2s..10m (an etcd lease TTL)");
+        return false;
+      }
     } else if (name == "tls-cert") {
       flags->tls_cert = value;
     } else if (name == "tls-key") {
@@ -291,12 +414,28 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       return false;
     }
   }
+  if (flags->store.empty()) flags->store = flags->state_dir.empty() ? "memory" : "sqlite";
+  if (flags->store == "sqlite" && flags->state_dir.empty()) {
+    *error = "--store=sqlite needs --state-dir DIR";
+    return false;
+  }
+  // --store=etcd ignores --state-dir (the systemd unit always passes one), memory contradicts it.
+  if (flags->store == "memory" && !flags->state_dir.empty()) {
+    *error = "--state-dir keeps state on disk: it contradicts --store=memory";
+    return false;
+  }
+  if ((flags->store == "etcd") != !flags->etcd_endpoints.empty()) {
+    *error = flags->store == "etcd" ? "--store=etcd needs --etcd-endpoints HOST:PORT[,...]"
+                                    : "--etcd-endpoints is for --store=etcd";
+    return false;
+  }
   return true;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  g_argv.assign(argv, argv + argc);
   // Debian's abseil enables Mutex deadlock detection by default; with one mutex per parked call
   // its global graph makes joins superlinear (11% of daemon CPU at 10k members, far more at
   // 100k). Lock order is checked by the thread-safety annotations and the tests instead.
@@ -344,10 +483,15 @@ int main(int argc, char** argv) {
   // Acknowledging a change the store could not make durable would be worse than stopping:
   // systemd restarts the daemon, which reloads what is durable.
   ms_rendezvous::core::SetStorageFailureHandler([](const absl::Status& status) {
+    if (g_bound_port.load() != 0 && g_leading.load()) {
+      // --store=etcd: fenced (another daemon leads) or etcd unreachable. Nothing of the failed
+      // batch was acknowledged; the memory state is suspect now, so start over as a standby.
+      RestartAsStandby(std::string(status.message()));
+    }
     LOG(FATAL) << "state store failed, stopping: " << status.message();
   });
-  std::unique_ptr<ms_rendezvous::core::SqliteStateStore> store;
-  if (!flags.state_dir.empty()) {
+  std::unique_ptr<ms_rendezvous::core::StateStore> store;
+  if (flags.store == "sqlite") {
     auto opened = ms_rendezvous::core::SqliteStateStore::Open(flags.state_dir);
     if (!opened.ok()) {
       std::cerr << "ms-rendezvousd: --state-dir: " << opened.status().message() << "\n";
@@ -381,6 +525,91 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+  }
+  // --store=etcd: wait as a standby until this daemon wins the election, then serve as the
+  // leader with every write fenced by the election key (server/leader_election.h).
+  ms_rendezvous::server::SystemdNotifier systemd;
+  std::atomic<ms_rendezvous::server::RendezvousServer*> serving{nullptr};
+  std::unique_ptr<ms_rendezvous::server::LeaderElection> election;
+  if (flags.store == "etcd") {
+    ms_rendezvous::core::EtcdStateStore::Options eo;
+    eo.endpoints = flags.etcd_endpoints;
+    eo.prefix = flags.etcd_prefix;
+    auto opened = ms_rendezvous::core::EtcdStateStore::Open(eo);
+    if (!opened.ok()) {
+      std::cerr << "ms-rendezvousd: --store=etcd: " << opened.status().message() << "\n";
+      return 1;
+    }
+    auto* etcd_store = opened->get();
+    store = *std::move(opened);
+    flags.server.store = store.get();
+    auto standby = ms_rendezvous::server::StandbyServer::Start(flags.server, flags.advertise,
+                                                               store->Describe());
+    if (!standby.ok()) {
+      std::cerr << "ms-rendezvousd: " << standby.status().message() << "\n";
+      return 1;
+    }
+    const int port = (*standby)->port();
+    g_bound_port = port;
+    // From now on the daemon keeps this port: the leader's server binds it again.
+    flags.server.listen = absl::StrCat(ListenHost(flags.server.listen), ":", port);
+    if (flags.advertise.empty()) flags.advertise = DefaultAdvertise(flags.server.listen, port);
+    (*standby)->SetSelf(flags.advertise);
+    if (!WritePortFile(flags.port_file, port)) return 1;
+    election = std::make_unique<ms_rendezvous::server::LeaderElection>(
+        &etcd_store->client(),
+        ms_rendezvous::server::LeaderElectionOptions{flags.etcd_prefix + "leader", flags.advertise,
+                                                     flags.leader_lease_ttl});
+    LOG(INFO) << "ms-rendezvousd standby on " << flags.server.listen << " (advertise "
+              << flags.advertise << ", store " << store->Describe() << "): campaigning";
+    std::cout << "ms-rendezvousd standby on port " << port << std::endl;
+    systemd.Ready(absl::StrCat("standby (", flags.advertise, "): campaigning"));
+    systemd.Start(
+        [&serving] {
+          auto* s = serving.load();
+          return s != nullptr ? s->last_deadline_loop() : ms_rendezvous::core::Clock::Real()->Now();
+        },
+        [&serving, &standby] {
+          auto* s = serving.load();
+          return s != nullptr ? ms_rendezvous::server::ServingStatus(*s)
+                              : absl::StrCat("standby; leader ", (*standby)->leader());
+        });
+    absl::StatusOr<ms_rendezvous::core::EtcdFence> fence =
+        absl::UnknownError("campaign did not finish");
+    std::atomic<bool> done{false};
+    std::thread campaign([&] {
+      fence = election->Campaign([&](const std::string& leader) {
+        LOG(INFO) << "standby: the leader is " << (leader.empty() ? "(none)" : leader);
+        (*standby)->SetLeader(leader);
+      });
+      done = true;
+    });
+    while (!done.load()) {
+      timespec tick{0, 200 * 1000 * 1000};
+      const int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig == SIGTERM || sig == SIGINT) {
+        LOG(INFO) << "signal " << strsignal(sig) << " while standby: stopping";
+        election->Stop();
+        campaign.join();
+        (void)election->Resign();
+        return 0;
+      }
+    }
+    campaign.join();
+    if (!fence.ok()) {
+      LOG(ERROR) << fence.status().message();
+      return 1;
+    }
+    etcd_store->SetFence(*fence);
+    (*standby)->Shutdown();
+    flags.server.identity.role = "leader";
+    flags.server.identity.self = flags.advertise;
+    // A lost lease means another daemon may lead already: stop at once (the fence keeps any
+    // write in flight from landing); systemd restarts this daemon as a standby.
+    election->WatchLeadership([](absl::Status st) {
+      RestartAsStandby(absl::StrCat("lost the leadership: ", st.message()));
+    });
+    g_leading = true;
   }
   auto server = ms_rendezvous::server::RendezvousServer::Start(flags.server);
   if (!server.ok()) {
@@ -417,24 +646,18 @@ int main(int argc, char** argv) {
             << (store != nullptr ? store->Describe()
                                  : std::string("memory (no --state-dir: jobs are lost when the "
                                                "daemon stops)"));
-  if (!flags.port_file.empty()) {
-    // Write then rename, so a reader never sees a half-written port.
-    const std::string tmp = flags.port_file + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << (*server)->port() << "\n";
-    }
-    if (std::rename(tmp.c_str(), flags.port_file.c_str()) != 0) {
-      LOG(ERROR) << "cannot write --port-file " << flags.port_file << ": " << std::strerror(errno);
-      return 1;
-    }
-  }
+  if (election == nullptr && !WritePortFile(flags.port_file, (*server)->port())) return 1;
   std::cout << "ms-rendezvousd listening on " << (*server)->address() << std::endl;
   // Type=notify: READY=1 only now (port bound, state loaded, port file written); WATCHDOG=1
   // while the deadline loop makes progress. No-op without NOTIFY_SOCKET.
-  ms_rendezvous::server::SystemdNotifier systemd;
-  systemd.Ready(ms_rendezvous::server::ServingStatus(**server));
-  systemd.Start(**server);
+  if (election == nullptr) {
+    systemd.Ready(ms_rendezvous::server::ServingStatus(**server));
+    systemd.Start(**server);
+  } else {
+    serving = server->get();
+    systemd.Status(absl::StrCat("leader (", flags.advertise, "): ",
+                                ms_rendezvous::server::ServingStatus(**server)));
+  }
 
   for (;;) {
     int sig = 0;
@@ -448,6 +671,11 @@ int main(int argc, char** argv) {
   }
   systemd.Stopping("draining: waiting members get UNAVAILABLE");
   (*server)->Shutdown(flags.shutdown_grace);
+  if (election != nullptr) {
+    // Hand over now instead of after the lease TTL: a standby takes over at once.
+    absl::Status st = election->Resign();
+    LOG(INFO) << "resigned the leadership: " << (st.ok() ? "ok" : std::string(st.message()));
+  }
   LOG(INFO) << "ms-rendezvousd stopped";
   return 0;
 }

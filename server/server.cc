@@ -18,6 +18,7 @@
 #include "grpcpp/server.h"
 #include "grpcpp/server_builder.h"
 #include "server/services.h"
+#include "server/tls.h"
 
 namespace ms_rendezvous::server {
 namespace {
@@ -50,8 +51,8 @@ int ClampMs(absl::Duration d) {
   return static_cast<int>(std::clamp<int64_t>(ms, 1, std::numeric_limits<int>::max()));
 }
 
-// Plaintext, TLS, or mutual TLS (client_ca set: a verified client certificate is required, so
-// an unauthenticated peer fails the handshake and never reaches a handler).
+}  // namespace
+
 std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsOptions& tls) {
   if (tls.cert_chain.empty()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions ssl(
@@ -62,12 +63,11 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsOptions& 
   return grpc::SslServerCredentials(ssl);
 }
 
-}  // namespace
-
 struct RendezvousServer::Impl {
   std::unique_ptr<core::JobRegistry> registry;
   std::unique_ptr<RendezvousService> rendezvous;
   std::unique_ptr<AdminAuth> admin_auth;
+  ServerIdentity identity;
   std::unique_ptr<AdminService> admin;
   std::unique_ptr<JobStoreService> job_store;
   std::unique_ptr<grpc::Server> server;
@@ -159,7 +159,12 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   }
   impl->rendezvous = std::make_unique<RendezvousService>(impl->registry.get());
   impl->admin_auth = std::make_unique<AdminAuth>(options.auth);
-  impl->admin = std::make_unique<AdminService>(impl->registry.get(), impl->admin_auth.get());
+  impl->identity = options.identity;
+  if (impl->identity.store.empty()) {
+    impl->identity.store = options.store != nullptr ? options.store->Describe() : "memory";
+  }
+  impl->admin = std::make_unique<AdminService>(impl->registry.get(), impl->admin_auth.get(),
+                                               &impl->identity);
   impl->job_store = std::make_unique<JobStoreService>(impl->registry.get());
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -195,6 +200,8 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   }
   impl->dial_host = (host == "0.0.0.0" || host == "::" || host == "*") ? "127.0.0.1" : host;
   impl->server->GetHealthCheckService()->SetServingStatus(true);
+  // Per-service status: this daemon serves members (a standby answers NOT_SERVING here).
+  impl->server->GetHealthCheckService()->SetServingStatus("ms.rendezvous.v1.Rendezvous", true);
 
   Impl* raw = impl.get();
   impl->MarkLoop();

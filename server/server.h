@@ -28,6 +28,14 @@ struct TlsOptions {
   std::string client_ca;
 };
 
+// Who this daemon is, for RendezvousAdmin.GetServerInfo and `ms-rendezvousctl health`.
+struct ServerIdentity {
+  std::string role = "single";  // "single", or "leader" with an etcd store (standbys: see
+                                // server/standby_server.h)
+  std::string self;             // --advertise address ("" for single)
+  std::string store;            // StateStore::Describe(), filled in by Start() when empty
+};
+
 struct ServerOptions {
   // HOST:PORT to listen on. Port 0 picks a free port (see RendezvousServer::port()).
   std::string listen = "0.0.0.0:8118";
@@ -53,6 +61,7 @@ struct ServerOptions {
   TlsOptions tls;
   // Admin token and status protection (server/auth.h).
   AdminAuthOptions auth;
+  ServerIdentity identity;
 };
 
 class RendezvousServer {

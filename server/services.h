@@ -5,6 +5,7 @@
 
 #include "core/job_registry.h"
 #include "server/auth.h"
+#include "server/server.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
 
 namespace ms_rendezvous::server {
@@ -39,8 +40,9 @@ class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::Callbac
 // CreateJob, AbortJob, DeleteJob. Authorization per server/auth.h.
 class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::CallbackService {
  public:
-  AdminService(core::JobRegistry* registry, const AdminAuth* auth)
-      : registry_(registry), auth_(auth) {}
+  AdminService(core::JobRegistry* registry, const AdminAuth* auth,
+               const ServerIdentity* identity)
+      : registry_(registry), auth_(auth), identity_(identity) {}
 
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const ::ms::rendezvous::v1::ListJobsRequest* req,
@@ -62,13 +64,17 @@ class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::Callbac
   grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* ctx,
                                       const ::ms::rendezvous::v1::DeleteJobRequest* req,
                                       ::ms::rendezvous::v1::DeleteJobResponse* resp) override;
+  grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
+                                          const ::ms::rendezvous::v1::GetServerInfoRequest* req,
+                                          ::ms::rendezvous::v1::ServerInfo* resp) override;
 
  private:
   // The status API's read check for one job: the admin token, or that job's own token.
   absl::Status CheckRead(const grpc::ServerContextBase& ctx, const std::string& job_id);
 
   core::JobRegistry* const registry_;
-  const AdminAuth* const auth_;  // not owned
+  const AdminAuth* const auth_;          // not owned
+  const ServerIdentity* const identity_;  // not owned
 };
 
 // Worker-facing job key/value store and barriers. Blocking calls are parked in the core.

@@ -63,7 +63,8 @@ constexpr char kUsage[] =
     "                incarnation, reason (dead/failed)\n"
     "  watch ID      stream a job's events, one line each, until the stream ends (failures\n"
     "                list the dead members)\n"
-    "  health        daemon serving status (exit 0 when SERVING, 1 otherwise)\n"
+    "  health        daemon serving status (exit 0 when SERVING, 1 otherwise), its role\n"
+    "                (single, leader, standby), the leader's address and the state store\n"
     "  ranktable ID  HCCL rank table v1.0 (JSON, every value a string) of a complete job, for\n"
     "                RANK_TABLE_FILE: servers = host addresses in node order, device_id =\n"
     "                DEVICE_ID (else the local rank), device_ip = MS_DEVICE_IP. Fails when the\n"
@@ -505,12 +506,31 @@ class Ctl {
     SetDeadline(ctx);
     RETURN_IF_ERROR(tools::FromGrpc(health_->Check(&ctx, request, &response)));
     const std::string& status = health::HealthCheckResponse::ServingStatus_Name(response.status());
+    // Which daemon answered and who leads (several daemons on etcd). Older daemons do not know
+    // the call: the status alone is printed then.
+    v1::ServerInfo info;
+    grpc::ClientContext info_ctx;
+    SetDeadline(info_ctx);
+    const bool has_info =
+        admin_->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok();
     if (options_.json) {
       tools::JsonWriter w;
-      w.BeginObject().Key("status").String(status).EndObject();
+      w.BeginObject().Key("status").String(status);
+      if (has_info) {
+        w.Key("role").String(info.role()).Key("leader").String(info.leader());
+        w.Key("store").String(info.store());
+      }
+      w.EndObject();
       PrintLine(w.str());
     } else {
       PrintLine(absl::StrCat("status: ", status));
+      if (has_info) {
+        PrintLine(absl::StrCat("role: ", info.role()));
+        if (info.role() != "single") {
+          PrintLine(absl::StrCat("leader: ", info.leader().empty() ? "(none)" : info.leader()));
+        }
+        PrintLine(absl::StrCat("store: ", info.store()));
+      }
     }
     return response.status() == health::HealthCheckResponse::SERVING ? 0 : 1;
   }
