@@ -88,6 +88,8 @@ constexpr char kUsage[] =
     "                                a wildcard, with the bound port)\n"
     "  --leader-lease-ttl DUR        etcd lease of the leader: a dead leader is replaced\n"
     "                                within about this (default 5s, >= 2s)\n"
+    "  --etcd-ca FILE                TLS to etcd: PEM CA that verifies the etcd members\n"
+    "  --etcd-cert FILE, --etcd-key FILE  client certificate for etcd --client-cert-auth\n"
     "  --help                        this text\n"
     "Durations are absl durations: 30s, 1500ms, 2h, 1h30m.\n"
     "Without --state-dir, state is kept in memory: it is lost when the daemon stops.\n";
@@ -105,6 +107,7 @@ struct Flags {
   std::string etcd_prefix = "/ms-rendezvous/";
   std::string advertise;
   absl::Duration leader_lease_ttl = absl::Seconds(5);
+  std::string etcd_ca, etcd_cert, etcd_key;  // paths
 };
 
 // Exit code of a daemon that lost the leadership and could not restart itself.
@@ -376,6 +379,12 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
         return false;
       }
       flags->etcd_prefix = value;
+    } else if (name == "etcd-ca") {
+      flags->etcd_ca = value;
+    } else if (name == "etcd-cert") {
+      flags->etcd_cert = value;
+    } else if (name == "etcd-key") {
+      flags->etcd_key = value;
     } else if (name == "advertise") {
       flags->advertise = value;
     } else if (name == "leader-lease-ttl") {
@@ -535,6 +544,19 @@ int main(int argc, char** argv) {
     ms_rendezvous::core::EtcdStateStore::Options eo;
     eo.endpoints = flags.etcd_endpoints;
     eo.prefix = flags.etcd_prefix;
+    if (flags.etcd_cert.empty() != flags.etcd_key.empty()) {
+      std::cerr << "ms-rendezvousd: --etcd-cert and --etcd-key must be given together\n";
+      return 2;
+    }
+    std::string read_error;
+    if ((!flags.etcd_ca.empty() &&
+         !ReadWholeFile("etcd-ca", flags.etcd_ca, &eo.tls.ca, &read_error)) ||
+        (!flags.etcd_cert.empty() &&
+         (!ReadWholeFile("etcd-cert", flags.etcd_cert, &eo.tls.cert, &read_error) ||
+          !ReadWholeFile("etcd-key", flags.etcd_key, &eo.tls.key, &read_error)))) {
+      std::cerr << "ms-rendezvousd: " << read_error << "\n";
+      return 2;
+    }
     auto opened = ms_rendezvous::core::EtcdStateStore::Open(eo);
     if (!opened.ok()) {
       std::cerr << "ms-rendezvousd: --store=etcd: " << opened.status().message() << "\n";

@@ -71,17 +71,32 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(EtcdClientOptions
   std::vector<std::string> normalized;
   for (const std::string& e : options.endpoints) {
     absl::string_view v = absl::StripAsciiWhitespace(e);
-    if (absl::StartsWith(v, "https://")) {
+    if (absl::StartsWith(v, "https://") && !options.tls.enabled()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "etcd endpoint '", e, "': TLS is not supported by this client; use http:// endpoints"));
+          "etcd endpoint '", e, "' is https:// but no TLS is configured: give the CA that "
+          "verifies etcd (--etcd-ca)"));
+    }
+    if (absl::StartsWith(v, "http://") && options.tls.enabled()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "etcd endpoint '", e, "' is http:// but TLS to etcd is configured: use https:// or "
+          "host:port"));
     }
     absl::ConsumePrefix(&v, "http://");
+    absl::ConsumePrefix(&v, "https://");
     absl::ConsumeSuffix(&v, "/");
     const size_t colon = v.rfind(':');
     if (v.empty() || colon == absl::string_view::npos || colon == 0 || colon + 1 == v.size()) {
       return absl::InvalidArgumentError(absl::StrCat("etcd endpoint '", e, "' is not host:port"));
     }
     normalized.emplace_back(v);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls.enabled()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls.ca;
+    ssl.pem_cert_chain = options.tls.cert;
+    ssl.pem_private_key = options.tls.key;
+    credentials = grpc::SslCredentials(ssl);
   }
   std::unique_ptr<EtcdClient> client(new EtcdClient(std::move(options)));
   client->endpoints_ = std::move(normalized);
@@ -106,7 +121,7 @@ absl::StatusOr<std::unique_ptr<EtcdClient>> EtcdClient::Create(EtcdClientOptions
     // election) never share a connection's fate or its reconnect backoff.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     auto ep = std::make_unique<Endpoint>();
-    ep->channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+    ep->channel = grpc::CreateCustomChannel(target, credentials, args);
     ep->kv = etcdserverpb::KV::NewStub(ep->channel);
     ep->lease = etcdserverpb::Lease::NewStub(ep->channel);
     ep->watch = etcdserverpb::Watch::NewStub(ep->channel);

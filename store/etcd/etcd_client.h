@@ -21,8 +21,10 @@
 //
 // Thread safety: every method may be called from any thread concurrently.
 //
-// Not supported: TLS and authentication (an etcd with client certificates or --auth-token needs
-// both); endpoints are plain "host:port" (an "http://" prefix is accepted and dropped).
+// TLS: with EtcdClientOptions::tls set, every channel is TLS (verifying etcd with the CA,
+// presenting the client certificate when given: etcd's --client-cert-auth). Endpoints are
+// "host:port"; an "http://" or (with TLS) "https://" prefix is accepted and dropped. etcd's
+// user/password authentication (--auth-token) is not supported.
 #ifndef MS_RENDEZVOUS_STORE_ETCD_ETCD_CLIENT_H_
 #define MS_RENDEZVOUS_STORE_ETCD_ETCD_CLIENT_H_
 
@@ -53,6 +55,14 @@ struct EtcdClientOptions {
   absl::Duration dial_timeout = absl::Seconds(5);
   // Deadline of a call made with kDefaultTimeout.
   absl::Duration call_timeout = absl::Seconds(5);
+  // TLS to etcd (PEM contents, not paths). Off while both ca and cert are empty.
+  struct Tls {
+    std::string ca;    // CA bundle that verifies the etcd members (empty: system roots)
+    std::string cert;  // client certificate for --client-cert-auth (with key)
+    std::string key;
+    bool enabled() const { return !ca.empty() || !cert.empty(); }
+  };
+  Tls tls;
 };
 
 class EtcdLeaseKeepAlive;

@@ -107,6 +107,7 @@ absl::StatusOr<std::unique_ptr<EtcdStateStore>> EtcdStateStore::Open(Options opt
   copts.endpoints = options.endpoints;
   copts.dial_timeout = options.dial_timeout;
   copts.call_timeout = options.attempt_timeout;
+  copts.tls = options.tls;
   absl::StatusOr<std::unique_ptr<EtcdClient>> client = EtcdClient::Create(std::move(copts));
   if (!client.ok()) return client.status();
   if (absl::Status s = (*client)->Connect(); !s.ok()) {

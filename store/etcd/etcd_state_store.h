@@ -93,6 +93,8 @@ class EtcdStateStore final : public StateStore {
   struct Options {
     // Client URLs of the etcd members ("host:port" or "http://host:port").
     std::vector<std::string> endpoints;
+    // TLS to etcd (PEM contents); off by default.
+    etcd::EtcdClientOptions::Tls tls;
     // Every key of this store starts with it; must end with '/'. Stores with different prefixes
     // on one cluster never see each other's state (neither may be a prefix of the other plus
     // "jobs/", "members/", "kv/" or "journal/").

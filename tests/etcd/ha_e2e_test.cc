@@ -12,6 +12,11 @@
 //     not acknowledged and not stored, and it restarts itself as a standby.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
 
 #include <map>
 #include <memory>
@@ -335,6 +340,70 @@ TEST_F(HaTest, PausedLeaderIsDeposed_ItsWriteIsFencedAndItRejoinsAsStandby) {
   const std::string log = a_->proc().Stderr();
   EXPECT_NE(log.find("stepping down"), std::string::npos) << log;
   session_ctx.TryCancel();
+}
+
+// TLS to etcd: a one-member etcd serving https with --client-cert-auth, certificates made by
+// openssl for this test; the daemon reaches it only with --etcd-ca/--etcd-cert/--etcd-key.
+TEST(HaTlsTest, EtcdOverMutualTls_DaemonLeads_PlaintextRefusedClearly) {
+  MSR_REQUIRE_ETCD();
+  const std::string dir = absl::StrCat(TempDir(), "/etcd-tls-", getpid());
+  const std::string mk = absl::StrCat(
+      "mkdir -p ", dir, " && cd ", dir,
+      " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
+      " -subj /CN=ca -keyout ca.key -out ca.pem"
+      " && printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth,clientAuth\\n'"
+      " > ext && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+      " -subj /CN=etcd -keyout s.key -out s.csr"
+      " && openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2"
+      " -extfile ext -out s.pem >openssl.log 2>&1");
+  ASSERT_EQ(std::system(mk.c_str()), 0) << ReadFile(dir + "/openssl.log");
+  const int client = FreePort(), peer = FreePort();
+  const std::string url = absl::StrCat("https://127.0.0.1:", client);
+  const pid_t etcd = fork();
+  if (etcd == 0) {
+    const std::string peer_url = absl::StrCat("http://127.0.0.1:", peer);
+    const std::string log = dir + "/etcd.log";
+    freopen(log.c_str(), "w", stdout);
+    freopen(log.c_str(), "a", stderr);
+    execl(MSR_ETCD_BIN, "etcd", "--name", "t", "--data-dir", (dir + "/data").c_str(),
+          "--listen-client-urls", url.c_str(), "--advertise-client-urls", url.c_str(),
+          "--listen-peer-urls", peer_url.c_str(), "--initial-advertise-peer-urls",
+          peer_url.c_str(), "--initial-cluster", ("t=" + peer_url).c_str(), "--cert-file",
+          (dir + "/s.pem").c_str(), "--key-file", (dir + "/s.key").c_str(), "--trusted-ca-file",
+          (dir + "/ca.pem").c_str(), "--client-cert-auth", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  struct Reap {
+    pid_t pid;
+    ~Reap() {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  } reap{etcd};
+  // Without TLS flags: a clear refusal at start.
+  Subprocess plain("ms-rendezvousd",
+                   {"--listen", "127.0.0.1:0", "--store", "etcd", "--etcd-endpoints", url}, {});
+  ASSERT_TRUE(plain.Wait(absl::Seconds(30)).has_value());
+  EXPECT_NE(plain.Stderr().find("--etcd-ca"), std::string::npos) << plain.Stderr();
+  // With them: it reaches etcd and leads.
+  const int port = FreePort();
+  Subprocess d("ms-rendezvousd",
+               {"--listen", absl::StrCat("127.0.0.1:", port), "--store", "etcd",
+                "--etcd-endpoints", url, "--etcd-ca", dir + "/ca.pem", "--etcd-cert",
+                dir + "/s.pem", "--etcd-key", dir + "/s.key"},
+               {});
+  auto admin = pb::RendezvousAdmin::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port), grpc::InsecureChannelCredentials()));
+  std::string role;
+  const absl::Time deadline = absl::Now() + absl::Seconds(40);
+  while (absl::Now() < deadline && role != "leader") {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    pb::ServerInfo info;
+    if (admin->GetServerInfo(&ctx, pb::GetServerInfoRequest(), &info).ok()) role = info.role();
+    if (role != "leader") absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(role, "leader") << d.Stderr() << ReadFile(dir + "/etcd.log");
 }
 
 }  // namespace
