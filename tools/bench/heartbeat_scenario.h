@@ -5,6 +5,8 @@
 // `node_timeout_factor` x interval (default 3), so heartbeats the daemon does not process in
 // time (starved by the load) turn into members declared dead: a false detection.
 //
+// With --processes P the members are split over P worker processes (see HeartbeatOptions).
+//
 // Reports: heartbeats sent and ACCEPTED by the daemon (its ms_rendezvous_heartbeats_total
 // counter, scraped from --metrics-listen), the sustained accepted rate over the window and its
 // worst one-interval window, the daemon's CPU share over the window (utime + stime from
@@ -40,10 +42,21 @@ struct HeartbeatOptions {
   std::string metrics;
   // For the CPU share; unset: not reported.
   std::optional<pid_t> daemon_pid;
+  // > 1: the members are split over this many worker processes (`ms-rendezvous-bench
+  // heartbeat-worker`, next to this binary), each with its own share of the connections. gRPC's
+  // per-call work in one process grows with the calls outstanding in it (with Debian's libgrpc
+  // every completion scans the completion queue's outstanding tags), so one process cannot
+  // drive 100,000 sessions at full rate; separate processes are also what real members are.
+  uint32_t processes = 1;
 };
 
 // `daemon` may be null (a daemon elsewhere, --server).
 int RunHeartbeat(const HeartbeatOptions& options, LocalDaemon* daemon);
+
+// The worker process of RunHeartbeat: members first..first+count-1 of the job (options.members
+// workers in all) over options.connections channels to options.server, driven by commands on
+// stdin (see ChildSide in heartbeat_scenario.cc).
+int RunHeartbeatWorker(const HeartbeatOptions& options, uint32_t first, uint32_t count);
 
 }  // namespace ms_rendezvous::bench
 

@@ -8,7 +8,9 @@
 //   ms-rendezvous-bench kv --members N [--connections C] [--clients K] [--ops M]
 //                          [--value-bytes B] [--depth D] [--waiters W] [--durable] ...
 //   ms-rendezvous-bench heartbeat --members N [--connections C] [--interval DUR]
-//                          [--duration DUR] [--node-timeout-s S] [--metrics HOST:PORT] ...
+//                          [--duration DUR] [--node-timeout-s S] [--processes P]
+//                          [--metrics HOST:PORT] ...
+// (`heartbeat-worker` is the worker process that `heartbeat --processes P` starts.)
 //
 // join: members join over Session streams (what the client library does); --unary uses one
 // Join RPC each instead. failure and restart: see liveness_scenarios.h. kv: see kv_scenario.h.
@@ -134,7 +136,9 @@ constexpr char kUsage[] =
     "  --duration DUR       how long the members heartbeat after joining (default 30s)\n"
     "  --metrics HOST:PORT  the --server daemon's --metrics-listen endpoint, for the accepted\n"
     "                       heartbeats and the members it declared dead (the bench's own daemon\n"
-    "                       is started with one)\n";
+    "                       is started with one)\n"
+    "  --processes P        split the members (and connections) over P worker processes\n"
+    "                       (default 1: this one); 100,000 sessions need about 10\n";
 
 // File descriptors the bench needs beside one per connection: gRPC's epoll and wakeup fds,
 // stdio, /proc reads. Generous, because running out mid-run shows up as confusing UNAVAILABLEs.
@@ -179,6 +183,10 @@ struct Args {
   bool node_timeout_set = false;
   bool heartbeat_option_set = false;
   std::string metrics;
+  uint32_t processes = 1;
+  // heartbeat-worker
+  uint32_t first = 0;
+  uint32_t count = 0;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args* args) {
@@ -262,6 +270,16 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       if (value.empty()) return bad("HOST:PORT");
       args->metrics = value;
       args->heartbeat_option_set = true;
+    } else if (name == "--processes") {
+      if (!absl::SimpleAtoi(value, &args->processes) || args->processes < 1 ||
+          args->processes > 256) {
+        return bad("1..256");
+      }
+      args->heartbeat_option_set = true;
+    } else if (name == "--first") {
+      if (!absl::SimpleAtoi(value, &args->first)) return bad("a member index");
+    } else if (name == "--count") {
+      if (!absl::SimpleAtoi(value, &args->count) || args->count < 1) return bad("a positive count");
     } else if (name == "--disconnect-grace") {
       absl::Duration grace;
       if (!absl::ParseDuration(value, &grace) || grace < absl::ZeroDuration()) {
@@ -306,13 +324,30 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
     return absl::InvalidArgumentError("missing SCENARIO (join, failure, restart, kv, heartbeat)");
   }
   if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart" &&
-      args->scenario != "kv" && args->scenario != "heartbeat") {
+      args->scenario != "kv" && args->scenario != "heartbeat" &&
+      args->scenario != "heartbeat-worker") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown scenario \"", args->scenario,
                      "\" (available: join, failure, restart, kv, heartbeat)"));
   }
+  if (args->scenario == "heartbeat-worker") {
+    // Started by `heartbeat --processes P`, never by hand: only check what it relies on.
+    if (!args->server || args->join.job_id.empty() || args->count == 0 ||
+        uint64_t{args->first} + args->count > args->join.members) {
+      return absl::InvalidArgumentError(
+          "heartbeat-worker needs --server, --job-id, --members N and --first F --count K "
+          "with F + K <= N (it is started by heartbeat --processes P)");
+    }
+    if (!args->connections_set) args->join.connections = args->count;
+    return absl::OkStatus();
+  }
   if (args->scenario != "heartbeat" && args->heartbeat_option_set) {
-    return absl::InvalidArgumentError("--interval, --duration and --metrics are heartbeat options");
+    return absl::InvalidArgumentError(
+        "--interval, --duration, --metrics and --processes are heartbeat options");
+  }
+  if (args->processes > args->join.members) {
+    return absl::InvalidArgumentError(absl::StrCat("--processes ", args->processes,
+                                                   " exceeds --members ", args->join.members));
   }
   if (args->scenario == "heartbeat" && !args->server && !args->metrics.empty()) {
     return absl::InvalidArgumentError(
@@ -439,6 +474,18 @@ int Main(int argc, char** argv) {
   if (args.join.job_id.empty()) {
     args.join.job_id = absl::StrCat("bench-", getpid(), "-", absl::ToUnixSeconds(absl::Now()));
   }
+  if (args.scenario == "heartbeat-worker") {
+    HeartbeatOptions ho;
+    ho.server = *args.server;
+    ho.job_id = args.join.job_id;
+    ho.members = args.join.members;
+    ho.connections = args.join.connections;
+    ho.topo_timeout_s = args.join.topo_timeout_s;
+    ho.named_nodes = args.join.named_nodes;
+    ho.interval = args.interval;
+    if (args.node_timeout_set) ho.node_timeout_s = args.join.node_timeout_s;
+    return RunHeartbeatWorker(ho, args.first, args.count);
+  }
 
   std::unique_ptr<LocalDaemon> daemon;
   std::optional<pid_t> daemon_pid = args.daemon_pid;
@@ -502,6 +549,7 @@ int Main(int argc, char** argv) {
     if (args.node_timeout_set) ho.node_timeout_s = args.join.node_timeout_s;
     ho.metrics = daemon ? daemon->metrics_address() : args.metrics;
     ho.daemon_pid = daemon_pid;
+    ho.processes = args.processes;
     return RunHeartbeat(ho, daemon.get());
   }
 

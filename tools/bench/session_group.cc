@@ -10,6 +10,10 @@ std::string MemberNodeId(bool named_nodes, uint32_t i) {
   return named_nodes ? absl::StrFormat("bench-node-%08d", i) : absl::StrCat(i);
 }
 
+std::string SessionGroup::NodeId(uint32_t i) const {
+  return MemberNodeId(spec_.named_nodes, spec_.first_node + i);
+}
+
 SessionGroup::SessionGroup(std::vector<v1::Rendezvous::Stub*> stubs, GroupSpec spec)
     : stubs_(std::move(stubs)),
       spec_(std::move(spec)),
@@ -67,8 +71,10 @@ void SessionGroup::StartStream(uint32_t i, v1::SessionRequest first, bool wait_f
   s->Start(stubs_[i % stubs_.size()], std::move(first), wait_for_ready);
 }
 
-void SessionGroup::JoinAll(const std::function<void()>& before) {
+void SessionGroup::JoinAll(const std::function<void()>& before,
+                           std::function<void(uint32_t)> joined) {
   const uint32_t n = spec_.members;
+  on_joined_ = std::move(joined);
   phase_ = Phase::kJoin;
   pending_ = std::make_unique<Countdown>(n);
   std::vector<v1::SessionRequest> joins(n);
@@ -76,10 +82,10 @@ void SessionGroup::JoinAll(const std::function<void()>& before) {
     v1::MemberSpec* m = joins[i].mutable_join()->mutable_member();
     m->set_job_id(spec_.job_id);
     m->set_role(v1::ROLE_WORKER);
-    m->set_node_id(MemberNodeId(spec_.named_nodes, i));
+    m->set_node_id(NodeId(i));
     m->set_host_name("ms-rendezvous-bench");
     m->set_device_id(-1);
-    m->set_worker_num(n);
+    m->set_worker_num(spec_.world != 0 ? spec_.world : n);
     m->set_topo_timeout_ms(static_cast<int64_t>(spec_.topo_timeout_s * 1000));
     m->set_node_timeout_ms(static_cast<int64_t>(spec_.node_timeout_s * 1000));
     m->set_enable_recovery(spec_.recovery);
@@ -129,7 +135,7 @@ void SessionGroup::TryResume(uint32_t i) {
   v1::MemberRef* ref = resume->mutable_member();
   ref->set_job_id(spec_.job_id);
   ref->set_role(v1::ROLE_WORKER);
-  ref->set_node_id(MemberNodeId(spec_.named_nodes, i));
+  ref->set_node_id(NodeId(i));
   ref->set_incarnation(m.joined.incarnation());
   ref->set_credential(m.joined.credential());
   resume->set_generation(m.joined.generation());
@@ -153,7 +159,7 @@ uint64_t SessionGroup::LeaveAll(std::string* first_error) {
       v1::MemberRef ref;
       ref.set_job_id(spec_.job_id);
       ref.set_role(v1::ROLE_WORKER);
-      ref.set_node_id(MemberNodeId(spec_.named_nodes, i));
+      ref.set_node_id(NodeId(i));
       ref.set_incarnation(members_[i].topology.incarnation());
       ref.set_credential(members_[i].topology.credential());
       streams_[i].back()->Leave(ref);
@@ -181,7 +187,7 @@ int64_t SessionGroup::Heartbeat(uint32_t i) {
   v1::MemberRef ref;
   ref.set_job_id(spec_.job_id);
   ref.set_role(v1::ROLE_WORKER);
-  ref.set_node_id(MemberNodeId(spec_.named_nodes, i));
+  ref.set_node_id(NodeId(i));
   ref.set_incarnation(members_[i].topology.incarnation());
   ref.set_credential(members_[i].topology.credential());
   std::lock_guard<std::mutex> lock(streams_mu_);
@@ -197,7 +203,10 @@ void SessionGroup::OnTopology(SessionStream* s, const v1::Topology& t) {
   Phase phase = phase_;
   if (!s->resume) {
     m.joined = t;
-    if (phase == Phase::kJoin) pending_->Done();
+    if (phase == Phase::kJoin) {
+      if (on_joined_) on_joined_(s->member());
+      pending_->Done();
+    }
   } else if (phase == Phase::kResume) {
     pending_->Done();
   }

@@ -24,6 +24,10 @@ struct GroupSpec {
   double node_timeout_s = 300;  // the bench does not heartbeat: keep members alive meanwhile
   bool named_nodes = false;
   bool recovery = false;
+  // Member i of this group is node MemberNodeId(named_nodes, first_node + i) of a job of `world`
+  // workers (0: `members`): several groups (processes) can share one job.
+  uint32_t first_node = 0;
+  uint32_t world = 0;
 };
 
 std::string MemberNodeId(bool named_nodes, uint32_t i);
@@ -50,11 +54,15 @@ class SessionGroup {
   ~SessionGroup();  // cancels open streams and waits for them
 
   const GroupSpec& spec() const { return spec_; }
+  // Node id of member i (see GroupSpec::first_node).
+  std::string NodeId(uint32_t i) const;
   MemberState& member(uint32_t i) { return members_[i]; }
 
   // Every member sends join at once; returns when each got its topology or its stream ended.
-  // `before` runs right before the first join is sent.
-  void JoinAll(const std::function<void()>& before = {});
+  // `before` runs right before the first join is sent. `joined`, if set, runs on gRPC's thread as
+  // each member receives its topology (after member(i) holds it); it must not block.
+  void JoinAll(const std::function<void()>& before = {},
+               std::function<void(uint32_t)> joined = {});
 
   // Breaks member i's stream (RST_STREAM, as when its process is killed).
   void Kill(uint32_t i);
@@ -100,6 +108,7 @@ class SessionGroup {
   std::atomic<Phase> phase_{Phase::kJoin};
   std::atomic<int64_t> resume_deadline_ns_{0};
   std::unique_ptr<Countdown> pending_;  // of the current phase
+  std::function<void(uint32_t)> on_joined_;  // of JoinAll
   std::unique_ptr<TimerThread> timer_;
   std::mutex streams_mu_;
 };

@@ -98,15 +98,25 @@ json_is "$re"
 # turn into a false detection here, only a lost heartbeat or a broken session can fail it).
 run_bench heartbeat --members 40 --connections 8 --interval 200ms --duration 1s --node-timeout-s 30
 re='^\{"scenario":"heartbeat","members":40,"connections":8,"interval_s":0\.2,"duration_s":'$num
-re+=',"node_timeout_s":30,"join_s":'$num',"expected_per_s":200,"sent":[0-9]+,"sent_per_s":'$num
+re+=',"node_timeout_s":30,"join_s":'$num',"topology_spread_s":'$num',"expected_per_s":200'
+re+=',"sent":[0-9]+,"sent_in_window":[0-9]+,"sent_per_s":'$num
 re+=',"accepted":[0-9]+,"accepted_per_s":'$num',"worst_window_per_s":'$num',"daemon_cpu_s":'$num
 re+=',"daemon_cpu_pct":'$num',"daemon_peak_rss_kib":[0-9]+,"bench_cpu_pct":'$num',"max_lag_ms":'$num
-re+=',"false_detections":0,"failure_events":0,"streams_ended":0\}$'
+re+=',"false_detections":0,"failure_events":0,"streams_ended":0,"processes":1\}$'
 json_is "$re"
-sent=$(grep -o '"sent":[0-9]*' <<<"$last" | cut -d: -f2)
-accepted=$(grep -o '"accepted":[0-9]*' <<<"$last" | cut -d: -f2)
-[[ $sent -gt 0 && $sent == "$accepted" ]] || {
-  echo "FAIL: heartbeats sent ($sent) != accepted ($accepted)" >&2; exit 1; }
+sent_is_accepted() {
+  local sent accepted
+  sent=$(grep -o '"sent":[0-9]*' <<<"$last" | cut -d: -f2)
+  accepted=$(grep -o '"accepted":[0-9]*' <<<"$last" | cut -d: -f2)
+  [[ $sent -gt 0 && $sent == "$accepted" ]] || {
+    echo "FAIL: heartbeats sent ($sent) != accepted ($accepted)" >&2; exit 1; }
+}
+sent_is_accepted
+# The same members split over 2 worker processes (heartbeat-worker), one job.
+run_bench heartbeat --members 40 --connections 8 --interval 200ms --duration 1s --node-timeout-s 30 \
+  --processes 2
+json_is '^\{"scenario":"heartbeat","members":40,"connections":8,.*"false_detections":0,"failure_events":0,"streams_ended":0,"processes":2\}$'
+sent_is_accepted
 
 # Usage errors exit 2.
 usage_error() {
@@ -126,4 +136,6 @@ usage_error join --members 10 --clients 2
 usage_error join --members 10 --interval 1s
 usage_error heartbeat --members 10 --metrics 127.0.0.1:1
 usage_error heartbeat --members 10 --interval 0s
+usage_error heartbeat --members 10 --processes 11
+usage_error join --members 10 --processes 2
 echo PASS
