@@ -20,3 +20,9 @@ target_compile_definitions(leader_election_test PRIVATE MSR_ETCD_BIN="/usr/bin/e
 set_target_properties(leader_election_test PROPERTIES
                       RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 gtest_discover_tests(leader_election_test DISCOVERY_TIMEOUT 60 PROPERTIES LABELS etcd TIMEOUT 60)
+
+# The failover benchmark itself stays runnable: 20 members, one leader kill, ok:true.
+add_test(NAME failover_bench_smoke
+         COMMAND ${CMAKE_RUNTIME_OUTPUT_DIRECTORY}/ms-rendezvous-failover-bench --members 20)
+set_tests_properties(failover_bench_smoke PROPERTIES LABELS "etcd;tools" TIMEOUT 120
+                     PASS_REGULAR_EXPRESSION "\"ok\":true")
