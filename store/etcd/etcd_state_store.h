@@ -1,6 +1,6 @@
 // EtcdStateStore: a StateStore (store/state_store.h) kept in an etcd 3.4 cluster, so that the
 // daemon's durable state survives the loss of the daemon's machine and a standby daemon can take
-// over (groundwork for high availability; the leader election that uses SetFence() comes later).
+// over (ms-rendezvousd --store=etcd; server/leader_election.h provides the fence, SetFence()).
 //
 // Layout under Options::prefix (see etcd_records.h): jobs/<job>, members/<job>/<role>/<node>,
 // kv/<job>/<hex key>, each value a serialized record of store/etcd/records.proto with every
@@ -37,7 +37,7 @@
 // Fencing: with a fence set, every txn also compares the fence key (its owning lease, or its
 // create_revision) and applies nothing when that no longer holds; the batch's `done` then gets
 // FAILED_PRECONDITION "fenced: this daemon is no longer the leader ..." and the batches behind it
-// are dropped (another daemon owns the state now). A leader election sets the fence to its
+// are dropped (another daemon owns the state now). The leader election sets the fence to its
 // election key before the first Commit and keeps it while it leads.
 //
 // Errors that retrying cannot fix (etcd refuses the txn, e.g. a --max-txn-ops below

@@ -63,8 +63,8 @@ TEST(EtcdClientTest, RejectsBadEndpoints) {
   EXPECT_THAT(EtcdClient::Create(o),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no endpoints")));
   o.endpoints = {"https://10.0.0.1:2379"};
-  EXPECT_THAT(EtcdClient::Create(o),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("TLS is not supported")));
+  EXPECT_THAT(EtcdClient::Create(o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("is https:// but no TLS is configured")));
   o.endpoints = {"10.0.0.1"};
   EXPECT_THAT(EtcdClient::Create(o), StatusIs(absl::StatusCode::kInvalidArgument,
                                               HasSubstr("'10.0.0.1' is not host:port")));
