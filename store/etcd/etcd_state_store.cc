@@ -295,7 +295,9 @@ std::pair<size_t, EtcdStateStore::Attempt> EtcdStateStore::WriteNext(std::deque<
   if (planned.ops > max_ops || planned.bytes > budget) {
     return {1, WriteJournalled(work.front().batch, deadline)};
   }
-  // Add the following batches while they surely fit (UpperBound never underestimates).
+  // Add the following batches while they fit: by the cheap upper bound while it allows, else by
+  // measuring the plan with the batch added (the bound counts every put twice, as if each cut a
+  // deleted range; measuring near the limit packs about twice as many batches per txn).
   size_t n = 1;
   while (n < work.size()) {
     std::vector<KeyOp> ops;
@@ -303,10 +305,18 @@ std::pair<size_t, EtcdStateStore::Attempt> EtcdStateStore::WriteNext(std::deque<
       for (KeyOp& op : etcd_store::ToKeyOps(keys, m)) ops.push_back(std::move(op));
     }
     const TxnPlan::Size more = TxnPlan::UpperBound(ops);
-    if (planned.ops + more.ops > max_ops || planned.bytes + more.bytes > budget) break;
-    plan.Add(ops);
-    planned.ops += more.ops;
-    planned.bytes += more.bytes;
+    if (planned.ops + more.ops <= max_ops && planned.bytes + more.bytes <= budget) {
+      plan.Add(ops);
+      planned.ops += more.ops;
+      planned.bytes += more.bytes;
+    } else {
+      TxnPlan trial = plan;
+      trial.Add(ops);
+      const TxnPlan::Size exact = trial.SingleTxnSize();
+      if (exact.ops > max_ops || exact.bytes > budget) break;
+      plan = std::move(trial);
+      planned = exact;
+    }
     ++n;
   }
   if (plan.empty()) return {n, Attempt{}};  // batches without mutations: nothing to write
