@@ -367,7 +367,9 @@ TEST(EtcdStateStoreTest, JournalLeftByACrashIsAppliedByLoadAndFinished) {
   batches.push_back(crashed);
   {
     EtcdStateStore::Options o = StoreOptions(cluster);
-    auto client = etcd::EtcdClient::Create({o.endpoints});
+    etcd::EtcdClientOptions co;
+    co.endpoints = o.endpoints;
+    auto client = etcd::EtcdClient::Create(co);
     ASSERT_THAT(client, IsOk());
     const etcd_store::EtcdKeys keys("/msr/");
     const std::string bytes = etcd_store::EncodeBatch(crashed);
@@ -489,7 +491,9 @@ TEST(EtcdStateStoreTest, QuorumLostFailsWithinCommitTimeoutThenRecovers) {
 
 TEST(EtcdStateStoreTest, StaleFenceWritesNothing) {
   START_CLUSTER(cluster, 3);
-  auto admin = etcd::EtcdClient::Create({cluster.Endpoints()});
+  etcd::EtcdClientOptions co;
+  co.endpoints = cluster.Endpoints();
+  auto admin = etcd::EtcdClient::Create(co);
   ASSERT_THAT(admin, IsOk());
   etcd::EtcdClient& client = **admin;
   const std::string leader_key = "/msr/leader";
