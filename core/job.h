@@ -155,6 +155,8 @@ class Job {
 
   // The job's key/value store, for a registered, live member (`ref`); Aborted once the job failed.
   absl::StatusOr<JobKv*> KvFor(const MemberRef& ref);
+  // The store itself, for an operator's read (RendezvousAdmin.ListJobKeys); no member check.
+  JobKv& kv() { return *kv_; }
   uint64_t Barrier(const MemberRef& ref, const std::string& name, absl::Duration timeout,
                    const std::vector<uint32_t>& ranks, StatusCallback done, Effects& fx);
   void CancelBarrierWaiter(uint64_t waiter_id, Effects& fx);

@@ -376,6 +376,16 @@ absl::Status JobRegistry::AbortJob(const std::string& job_id, const std::string&
   return absl::OkStatus();
 }
 
+absl::StatusOr<KvPage> JobRegistry::OperatorKvList(const std::string& job_id,
+                                                   const std::string& prefix,
+                                                   const std::string& after, size_t limit) {
+  std::shared_ptr<Job> job = FindJob(job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", job_id, "' is unknown to this daemon"));
+  }
+  return job->kv().List(prefix, after, limit);
+}
+
 absl::Status JobRegistry::DeleteJob(const std::string& job_id) {
   Effects fx;
   absl::MutexLock l(&mu_);

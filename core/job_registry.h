@@ -191,6 +191,10 @@ class JobRegistry {
   // members, KV and record are deleted from the store. FailedPrecondition for a live job
   // (abort it first), NotFound for an unknown one.
   absl::Status DeleteJob(const std::string& job_id);
+  // Reads a job's key/value store without being a member (operators; the service checks the
+  // admin token). NotFound for an unknown job.
+  absl::StatusOr<KvPage> OperatorKvList(const std::string& job_id, const std::string& prefix,
+                                        const std::string& after, size_t limit);
 
   // True when job `job_id` exists, has a job token, and `token` is it. Lets a protected status
   // API (--status-requires-token) answer a job's own members about that job.

@@ -17,6 +17,8 @@ constexpr uint32_t kMaxJobsPage = 1000;
 constexpr uint32_t kDefaultMembersPage = 1000;
 constexpr uint32_t kMaxMembersPage = 10000;
 constexpr size_t kMaxAbortReasonBytes = 1024;
+constexpr uint32_t kDefaultKeysPage = 1000;
+constexpr uint32_t kMaxKeysPage = 10000;
 
 // A WatchJob refused before it started (authorization): finishes at once.
 class RefusedWatch final : public grpc::ServerWriteReactor<pb::JobEvent> {
@@ -271,6 +273,26 @@ grpc::ServerUnaryReactor* AdminService::AbortJob(grpc::CallbackServerContext* ct
   }
   absl::StatusOr<core::JobSummary> job = registry_->GetJob(req->job_id());
   if (job.ok()) JobSummaryToProto(*job, resp->mutable_job());
+  return Done(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListJobKeys(grpc::CallbackServerContext* ctx,
+                                                    const pb::ListJobKeysRequest* req,
+                                                    pb::ListJobKeysResponse* resp) {
+  RpcTimer timer("ListJobKeys");
+  if (absl::Status st = auth_->CheckWrite(*ctx, "ListJobKeys"); !st.ok()) return Done(ctx, st);
+  absl::StatusOr<uint32_t> size = PageSize(req->page_size(), kDefaultKeysPage, kMaxKeysPage,
+                                           "page_size");
+  if (!size.ok()) return Done(ctx, size.status());
+  absl::StatusOr<core::KvPage> page =
+      registry_->OperatorKvList(req->job_id(), req->prefix(), req->page_token(), *size);
+  if (!page.ok()) return Done(ctx, page.status());
+  for (auto& [key, value] : page->entries) {
+    pb::KvEntry* e = resp->add_entries();
+    e->set_key(key);
+    e->set_value(value);
+  }
+  if (page->more) resp->set_next_page_token(page->next_after);
   return Done(ctx, absl::OkStatus());
 }
 

@@ -35,7 +35,8 @@ absl::Status AdminAuth::CheckWrite(const grpc::ServerContextBase& ctx, const cha
   if (digest_.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         call, " is disabled: this daemon has no admin token; start ms-rendezvousd with "
-              "--admin-token-file=FILE to allow operators to create, abort and delete jobs"));
+              "--admin-token-file=FILE to allow operators to create, abort and delete jobs "
+              "and read their keys"));
   }
   return CheckToken(ctx, call);
 }

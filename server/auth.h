@@ -9,7 +9,7 @@
 //   RendezvousAdmin reads (List/Get/Watch) | nothing, or the admin token with
 //                                          | --status-requires-token
 //   RendezvousAdmin Create/Abort/DeleteJob | the admin token (--admin-token-file); without an
-//                                          | admin token configured these calls are refused
+//   and ListJobKeys (values may be secrets)| admin token configured these calls are refused
 //   grpc.health.v1.Health                  | nothing (load balancers and probes)
 //
 // The admin token travels as "authorization: Bearer <token>". Missing -> UNAUTHENTICATED,

@@ -64,6 +64,9 @@ class AdminService final : public ::ms::rendezvous::v1::RendezvousAdmin::Callbac
   grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* ctx,
                                       const ::ms::rendezvous::v1::DeleteJobRequest* req,
                                       ::ms::rendezvous::v1::DeleteJobResponse* resp) override;
+  grpc::ServerUnaryReactor* ListJobKeys(grpc::CallbackServerContext* ctx,
+                                        const ::ms::rendezvous::v1::ListJobKeysRequest* req,
+                                        ::ms::rendezvous::v1::ListJobKeysResponse* resp) override;
   grpc::ServerUnaryReactor* GetServerInfo(grpc::CallbackServerContext* ctx,
                                           const ::ms::rendezvous::v1::GetServerInfoRequest* req,
                                           ::ms::rendezvous::v1::ServerInfo* resp) override;

@@ -257,6 +257,12 @@ TEST(SecurityE2E, OperatorCreatesJobWithToken_MembersNeedIt_AbortAndDelete) {
         "ms-rendezvous-probe", std::vector<std::string>{"--hold", "60"}, env));
   }
   for (auto& p : probes) ASSERT_TRUE(WaitForStdout(*p, "\"rank\"", absl::Seconds(60)));
+  // An operator may read the job's store (admin token); anyone else may not.
+  EXPECT_EQ(Ctl({"--server", d.address(), "kv", "train"}, {}, &err), 1);
+  EXPECT_NE(err.find("UNAUTHENTICATED"), std::string::npos) << err;
+  EXPECT_EQ(Ctl({"--server", d.address(), "--admin-token-file", admin, "kv", "train"}, {}, &err),
+            0)
+      << err;
   ASSERT_EQ(Ctl({"--server", d.address(), "--admin-token-file", admin, "abort", "train",
                  "--reason", "e2e maintenance"},
                 {}, &err),

@@ -269,6 +269,27 @@ TEST_F(AuthTest, AdminCalls_NeedTheAdminToken) {
             grpc::StatusCode::PERMISSION_DENIED);
   std::vector<pb::MemberRef> refs = JoinJob("pre", 2, "job-secret");
   ASSERT_EQ(refs.size(), 2u);
+  ASSERT_TRUE(Set(refs[0], "job-secret", "nccl/root", std::string("id\0bytes", 8)).ok());
+  ASSERT_TRUE(Set(refs[1], "job-secret", "other", "v").ok());
+  // An operator reads the job's store: values may be secrets, so only with the admin token.
+  pb::ListJobKeysRequest keys_req;
+  keys_req.set_job_id("pre");
+  keys_req.set_prefix("nccl/");
+  pb::ListJobKeysResponse keys;
+  {
+    grpc::ClientContext ctx;
+    AddToken(&ctx, "job-secret");  // a member's job token is not enough
+    EXPECT_EQ(admin_->ListJobKeys(&ctx, keys_req, &keys).error_code(),
+              grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    AddAdmin(&ctx);
+    ASSERT_TRUE(admin_->ListJobKeys(&ctx, keys_req, &keys).ok());
+    ASSERT_EQ(keys.entries_size(), 1);
+    EXPECT_EQ(keys.entries(0).key(), "nccl/root");
+    EXPECT_EQ(keys.entries(0).value(), std::string("id\0bytes", 8));
+  }
   pb::AbortJobRequest abort;
   abort.set_job_id("pre");
   abort.set_reason("maintenance window");

@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,8 @@ constexpr char kUsage[] =
     "                and the token its members must present (MS_JOB_TOKEN)\n"
     "  abort ID [--reason TEXT]  fail a live job; every member is told (admin token)\n"
     "  delete ID     forget a finished or failed job now (admin token)\n"
+    "  kv ID [--prefix P]  a job's key/value store, key and value C-escaped (admin token:\n"
+    "                values such as NCCL ids are secrets)\n"
     "\n"
     "options:\n"
     "  --server HOST:PORT  daemon address (default: $MS_SCHED_HOST:$MS_SCHED_PORT, else\n"
@@ -111,6 +114,7 @@ struct Options {
   bool recovery = false;
   std::string new_job_token;  // --job-token-file
   std::string reason;         // abort
+  std::string prefix;         // kv
 };
 
 // The first line of `path`, trimmed: tokens live in files so they stay out of `ps`.
@@ -177,7 +181,7 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
         "--server",   "--timeout-s",       "--role",           "--tls-ca",
         "--tls-cert", "--tls-key",         "--tls-server-name", "--admin-token-file",
         "--workers",  "--servers",         "--topo-timeout-s", "--node-timeout-s",
-        "--job-token-file", "--reason"};
+        "--job-token-file", "--reason", "--prefix"};
     if (!kValued.contains(name)) {
       return absl::InvalidArgumentError(absl::StrCat("unknown option ", arg));
     }
@@ -221,6 +225,8 @@ absl::StatusOr<Options> ParseArgs(int argc, char** argv) {
       options.new_job_token = *token;
     } else if (name == "--reason") {
       options.reason = value;
+    } else if (name == "--prefix") {
+      options.prefix = value;
     } else if (name == "--workers" || name == "--servers") {
       uint32_t n = 0;
       if (!absl::SimpleAtoi(value, &n) || n > 1000000 || (name == "--workers" && n == 0)) {
@@ -307,6 +313,39 @@ class Ctl {
     SetDeadline(ctx);
     RETURN_IF_ERROR(tools::FromGrpc(admin_->AbortJob(&ctx, request, &response)));
     return PrintJob(response.job(), absl::StrCat("aborted job ", job_id));
+  }
+
+  absl::StatusOr<int> Kv(const std::string& job_id) {
+    v1::ListJobKeysRequest request;
+    request.set_job_id(job_id);
+    request.set_prefix(options_.prefix);
+    request.set_page_size(1000);
+    std::vector<std::pair<std::string, std::string>> entries;
+    do {
+      v1::ListJobKeysResponse response;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx);
+      RETURN_IF_ERROR(tools::FromGrpc(admin_->ListJobKeys(&ctx, request, &response)));
+      for (const auto& e : response.entries()) entries.emplace_back(e.key(), e.value());
+      request.set_page_token(response.next_page_token());
+    } while (!request.page_token().empty());
+    if (options_.json) {
+      tools::JsonWriter w;
+      w.BeginObject().Key("job_id").String(job_id).Key("entries").BeginArray();
+      for (const auto& [k, v] : entries) {
+        w.BeginObject().Key("key").String(absl::CHexEscape(k));
+        w.Key("value").String(absl::CHexEscape(v)).EndObject();
+      }
+      w.EndArray().EndObject();
+      PrintLine(w.str());
+    } else if (entries.empty()) {
+      PrintLine("no keys");
+    } else {
+      for (const auto& [k, v] : entries) {
+        PrintLine(absl::StrCat(absl::CHexEscape(k), "\t", absl::CHexEscape(v)));
+      }
+    }
+    return 0;
   }
 
   absl::StatusOr<int> Delete(const std::string& job_id) {
@@ -604,7 +643,7 @@ int Main(int argc, char** argv) {
   size_t operands = options->args.size() - 1;
   bool takes_job = command == "job" || command == "members" || command == "watch" ||
                    command == "ranktable" || command == "hostfile" || command == "create" ||
-                   command == "abort" || command == "delete";
+                   command == "abort" || command == "delete" || command == "kv";
   if (takes_job) {
     if (operands != 1) return Usage(absl::StrCat(command, " takes exactly one job ID"));
   } else if (command == "jobs" || command == "health") {
@@ -623,6 +662,8 @@ int Main(int argc, char** argv) {
     result = ctl.Abort(options->args[1]);
   } else if (command == "delete") {
     result = ctl.Delete(options->args[1]);
+  } else if (command == "kv") {
+    result = ctl.Kv(options->args[1]);
   } else if (command == "jobs") {
     result = ctl.Jobs();
   } else if (command == "job") {
