@@ -165,7 +165,7 @@ class EtcdClient {
   // always for a read, for a write only when the call never reached a server.
   absl::Status Call(absl::string_view op, bool read_only, absl::Duration timeout,
                     const std::function<grpc::Status(Endpoint&, grpc::ClientContext&)>& rpc);
-  // For the background threads: endpoint i's stubs, and the failover order.
+  // For the background threads: endpoint i's channel and clients, and the failover order.
   Endpoint& endpoint(size_t i) { return *channels_[i]; }
   size_t preferred() const { return preferred_.load(); }
   void MoveOn(size_t from);
