@@ -26,13 +26,24 @@ AdminAuth::AdminAuth(const AdminAuthOptions& options)
     : digest_(core::TokenDigest(options.admin_token)),
       status_requires_token_(options.status_requires_token) {}
 
+void AdminAuth::SetAdminToken(const std::string& token) {
+  std::string digest = core::TokenDigest(token);
+  absl::MutexLock l(&mu_);
+  digest_ = std::move(digest);
+}
+
+std::string AdminAuth::Digest() const {
+  absl::MutexLock l(&mu_);
+  return digest_;
+}
+
 absl::Status AdminAuth::CheckRead(const grpc::ServerContextBase& ctx) const {
   if (!status_requires_token_) return absl::OkStatus();
   return CheckToken(ctx, "the status API");
 }
 
 absl::Status AdminAuth::CheckWrite(const grpc::ServerContextBase& ctx, const char* call) const {
-  if (digest_.empty()) {
+  if (Digest().empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         call, " is disabled: this daemon has no admin token; start ms-rendezvousd with "
               "--admin-token-file=FILE to allow operators to create, abort and delete jobs "
@@ -55,7 +66,8 @@ absl::Status AdminAuth::CheckToken(const grpc::ServerContextBase& ctx, const cha
         call, ": the authorization metadata must be \"Bearer <token>\""));
   }
   value.remove_prefix(kBearer.size());
-  if (digest_.empty() || !core::SecretEquals(core::TokenDigest(value), digest_)) {
+  const std::string digest = Digest();
+  if (digest.empty() || !core::SecretEquals(core::TokenDigest(value), digest)) {
     return absl::PermissionDeniedError(
         absl::StrCat(call, ": the admin token is wrong (it does not match --admin-token-file)"));
   }

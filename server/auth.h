@@ -20,7 +20,9 @@
 
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/server_context.h"
 
 namespace ms_rendezvous::server {
@@ -42,6 +44,10 @@ class AdminAuth {
  public:
   explicit AdminAuth(const AdminAuthOptions& options);
 
+  // Replaces the admin token (SIGHUP re-reads --admin-token-file): calls from now on need the
+  // new one. An empty token disables the mutating calls.
+  void SetAdminToken(const std::string& token);
+
   // For ListJobs / GetJob / ListMembers / WatchJob.
   absl::Status CheckRead(const grpc::ServerContextBase& ctx) const;
   // For CreateJob / AbortJob / DeleteJob; `call` names the RPC in the message.
@@ -50,7 +56,10 @@ class AdminAuth {
  private:
   absl::Status CheckToken(const grpc::ServerContextBase& ctx, const char* call) const;
 
-  const std::string digest_;  // SHA-256 of the admin token; empty: none configured
+  std::string Digest() const;
+
+  mutable absl::Mutex mu_;
+  std::string digest_ ABSL_GUARDED_BY(mu_);  // SHA-256 of the admin token; empty: none
   const bool status_requires_token_;
 };
 

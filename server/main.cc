@@ -202,6 +202,27 @@ bool ReadWholeFile(const std::string& flag, const std::string& path, std::string
   return true;
 }
 
+// The admin token: the first line of `path`, 1..1024 printable characters without spaces.
+bool ReadAdminToken(const std::string& path, std::string* out, std::string* error) {
+  std::string token;
+  if (!ReadWholeFile("admin-token-file", path, &token, error)) return false;
+  token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
+  if (token.empty() || token.size() > 1024 ||
+      !std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+    *error = absl::StrCat("--admin-token-file=\"", path,
+                          "\": the first line must be the token: 1..1024 printable ASCII "
+                          "characters without spaces");
+    return false;
+  }
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 0077) != 0) {
+    LOG(WARNING) << "--admin-token-file " << path
+                 << " is readable by group or others; chmod 600 it";
+  }
+  *out = std::move(token);
+  return true;
+}
+
 // Reads the files the TLS and token flags name into the server options.
 bool LoadSecrets(Flags* flags, std::string* error) {
   auto& tls = flags->server.tls;
@@ -222,23 +243,9 @@ bool LoadSecrets(Flags* flags, std::string* error) {
       !ReadWholeFile("tls-client-ca", flags->tls_client_ca, &tls.client_ca, error)) {
     return false;
   }
-  if (!flags->admin_token_file.empty()) {
-    std::string token;
-    if (!ReadWholeFile("admin-token-file", flags->admin_token_file, &token, error)) return false;
-    token = std::string(absl::StripAsciiWhitespace(token.substr(0, token.find('\n'))));
-    if (token.empty() || token.size() > 1024 ||
-        !std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
-      *error = absl::StrCat("--admin-token-file=\"", flags->admin_token_file,
-                            "\": the first line must be the token: 1..1024 printable ASCII "
-                            "characters without spaces");
-      return false;
-    }
-    struct stat st {};
-    if (stat(flags->admin_token_file.c_str(), &st) == 0 && (st.st_mode & 0077) != 0) {
-      LOG(WARNING) << "--admin-token-file " << flags->admin_token_file
-                   << " is readable by group or others; chmod 600 it";
-    }
-    flags->server.auth.admin_token = std::move(token);
+  if (!flags->admin_token_file.empty() &&
+      !ReadAdminToken(flags->admin_token_file, &flags->server.auth.admin_token, error)) {
+    return false;
   }
   if (flags->server.auth.status_requires_token && flags->server.auth.admin_token.empty()) {
     *error = "--status-requires-token needs --admin-token-file (the token the status API asks for)";
@@ -685,7 +692,18 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&signals, &sig);
     if (sig == SIGHUP) {
-      LOG(INFO) << "SIGHUP: this version has no reloadable settings; ignoring";
+      // Reloadable: the admin token (rotation without a restart). A bad file keeps the old one.
+      if (flags.admin_token_file.empty()) {
+        LOG(INFO) << "SIGHUP: nothing to reload (no --admin-token-file)";
+        continue;
+      }
+      std::string token, reload_error;
+      if (!ReadAdminToken(flags.admin_token_file, &token, &reload_error)) {
+        LOG(ERROR) << "SIGHUP: keeping the current admin token: " << reload_error;
+        continue;
+      }
+      (*server)->SetAdminToken(token);
+      LOG(INFO) << "SIGHUP: reloaded the admin token from " << flags.admin_token_file;
       continue;
     }
     LOG(INFO) << "signal " << strsignal(sig) << ": draining (waiting members get UNAVAILABLE)";

@@ -215,6 +215,10 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
 
 RendezvousServer::~RendezvousServer() { Shutdown(absl::ZeroDuration()); }
 
+void RendezvousServer::SetAdminToken(const std::string& token) {
+  impl_->admin_auth->SetAdminToken(token);
+}
+
 core::MonoTime RendezvousServer::last_deadline_loop() const {
   return core::MonoTime(std::chrono::duration_cast<core::MonoTime::duration>(
       std::chrono::nanoseconds(impl_->last_loop_ns.load(std::memory_order_relaxed))));

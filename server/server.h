@@ -80,6 +80,9 @@ class RendezvousServer {
 
   core::JobRegistry& registry() { return *registry_; }
 
+  // Replaces the admin token (the daemon re-reads --admin-token-file on SIGHUP).
+  void SetAdminToken(const std::string& token);
+
   // Progress heartbeat: when the deadline thread last completed a loop iteration, on the real
   // steady clock (not options.clock). The loop wakes at least once a second, and each iteration
   // goes through the registry's locks (ProcessDeadlines), so a value more than a few seconds old

@@ -284,5 +284,42 @@ TEST(SecurityE2E, OperatorCreatesJobWithToken_MembersNeedIt_AbortAndDelete) {
   EXPECT_NE(err.find("NOT_FOUND"), std::string::npos) << err;
 }
 
+TEST(SecurityE2E, Sighup_RotatesTheAdminToken_BadFileKeepsTheOldOne) {
+  const std::string admin = absl::StrCat(TempDir(), "/rotate-token-", getpid());
+  std::ofstream(admin) << "old-token\n";
+  chmod(admin.c_str(), 0600);
+  Daemon d({"--admin-token-file", admin});
+  ASSERT_GT(d.port(), 0) << d.proc().Stderr();
+  auto create = [&](const std::string& job, const std::string& token, std::string* err) {
+    const std::string file = absl::StrCat(admin, "-use-", job);
+    std::ofstream(file) << token << "\n";
+    return Ctl({"--server", d.address(), "--admin-token-file", file, "create", job, "--workers",
+                "1"},
+               {}, err);
+  };
+  std::string err;
+  ASSERT_EQ(create("j1", "old-token", &err), 0) << err;
+  std::ofstream(admin, std::ios::trunc) << "new-token\n";
+  d.proc().Signal(SIGHUP);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline && d.proc().Stderr().find("reloaded the admin token") ==
+                                       std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(create("j2", "old-token", &err), 1);
+  EXPECT_NE(err.find("PERMISSION_DENIED"), std::string::npos) << err;
+  EXPECT_EQ(create("j3", "new-token", &err), 0) << err;
+  // A broken file on the next SIGHUP keeps the token in force.
+  std::ofstream(admin, std::ios::trunc) << "\n";
+  d.proc().Signal(SIGHUP);
+  const absl::Time deadline2 = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline2 &&
+         d.proc().Stderr().find("keeping the current admin token") == std::string::npos) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_NE(d.proc().Stderr().find("keeping the current admin token"), std::string::npos);
+  EXPECT_EQ(create("j4", "new-token", &err), 0) << err;
+}
+
 }  // namespace
 }  // namespace ms_rendezvous::testing
