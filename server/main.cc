@@ -65,6 +65,8 @@ constexpr char kUsage[] =
     "  --max-members-per-job N       MS_WORKER_NUM + MS_SERVER_NUM at most (1000000)\n"
     "  --keepalive-time DUR          ping idle connections this often (default 30s, >= 1s)\n"
     "  --keepalive-timeout DUR       close a connection whose ping is not acked in time (10s)\n"
+    "  --min-ping-interval DUR       clients pinging more often get GOAWAY too_many_pings\n"
+    "                                (default 5s, >= 1s)\n"
     "  --max-connection-idle DUR     close connections without any call for this long\n"
     "                                (default 1h; 0 = never; members in a session are never idle)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
@@ -352,9 +354,11 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
       } else {
         flags->server.registry.max_members_per_job = v;
       }
-    } else if (name == "keepalive-time" || name == "keepalive-timeout") {
-      absl::Duration* d = name == "keepalive-time" ? &flags->server.keepalive_time
-                                                   : &flags->server.keepalive_timeout;
+    } else if (name == "keepalive-time" || name == "keepalive-timeout" ||
+               name == "min-ping-interval") {
+      absl::Duration* d = name == "keepalive-time"      ? &flags->server.keepalive_time
+                          : name == "keepalive-timeout" ? &flags->server.keepalive_timeout
+                                                        : &flags->server.min_ping_interval;
       if (!ParseDurationFlag(name, value, d, error)) return false;
       if (*d < absl::Seconds(1) || *d == absl::InfiniteDuration()) {
         *error = absl::StrCat("--", name, "=\"", value, "\" must be a finite duration >= 1s");
@@ -662,6 +666,7 @@ int main(int argc, char** argv) {
             << " max_members_per_job=" << reg.max_members_per_job
             << " keepalive_time=" << absl::FormatDuration(flags.server.keepalive_time)
             << " keepalive_timeout=" << absl::FormatDuration(flags.server.keepalive_timeout)
+            << " min_ping_interval=" << absl::FormatDuration(flags.server.min_ping_interval)
             << " max_connection_idle=" << absl::FormatDuration(flags.server.max_connection_idle)
             << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
             << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)

@@ -53,6 +53,9 @@ struct ServerOptions {
   // after keepalive_time, close it if the ping is not acknowledged within keepalive_timeout.
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // Keepalive enforcement (--min-ping-interval): a client that pings more often than this gets
+  // GOAWAY "too_many_pings" after 2 strikes. The client library pings every 30 s.
+  absl::Duration min_ping_interval = absl::Seconds(5);
   // Connections with no active call for this long are closed (--max-connection-idle; GOAWAY,
   // clients reconnect on their next call). Members holding a session always have an active
   // call, so they are never affected. InfiniteDuration = never.

@@ -19,10 +19,12 @@ namespace {
 namespace pb = ::ms::rendezvous::v1;
 using ::testing::HasSubstr;
 
-std::unique_ptr<RendezvousServer> StartServer(absl::Duration max_idle) {
+std::unique_ptr<RendezvousServer> StartServer(absl::Duration max_idle,
+                                              absl::Duration min_ping = absl::Seconds(5)) {
   ServerOptions o;
   o.listen = "127.0.0.1:0";
   o.max_connection_idle = max_idle;
+  o.min_ping_interval = min_ping;
   auto s = RendezvousServer::Start(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
@@ -75,6 +77,25 @@ TEST(ConnectionLimitsTest, PingFlood_GoawayTooManyPings_StreamEndsUnavailable) {
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << st.error_message();
   EXPECT_THAT(st.error_message(), HasSubstr("Too many pings"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+}
+
+// --min-ping-interval is the limit: pings every 2 s are abuse under the default 5 s and fine
+// under 1 s.
+TEST(ConnectionLimitsTest, MinPingInterval_PingsAboveItAreNotCut) {
+  for (absl::Duration min_ping : {absl::Seconds(5), absl::Seconds(1)}) {
+    auto server = StartServer(absl::InfiniteDuration(), min_ping);
+    ASSERT_NE(server, nullptr);
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    auto channel = grpc::CreateCustomChannel(server->address(),
+                                             grpc::InsecureChannelCredentials(), args);
+    ASSERT_TRUE(BecomesReady(*channel));
+    const bool cut = LeavesReady(*channel, absl::Seconds(9));
+    EXPECT_EQ(cut, min_ping == absl::Seconds(5)) << "min ping interval "
+                                                 << absl::FormatDuration(min_ping);
+  }
 }
 
 TEST(ConnectionLimitsTest, IdleConnection_ClosedAfterMaxIdle_ClientReconnectsOnNextCall) {
