@@ -286,6 +286,24 @@ class KvTest(DaemonTestCase):
             clients[1].fetch_root_info("other_group", timeout=0.2)
 
 
+class JobTokenTest(DaemonTestCase):
+    def test_token_from_env_admits_members_and_refuses_others(self):
+        job, clients, topos = self.join_all(2, MS_JOB_TOKEN="py-s3cret")
+        self.assertEqual(sorted(t.rank for t in topos), [0, 1])
+        clients[0].kv_set(b"k", b"v")
+        self.assertEqual(clients[1].kv_get(b"k"), b"v")
+        # Same job id, wrong token: refused at once with the exception of its code.
+        for token in ("wrong", None):
+            extra = {"MS_JOB_TOKEN": token} if token else {}
+            intruder = msr.Client.from_env(self.env(job, 3, 2, **extra))
+            self.clients.append(intruder)
+            with self.assertRaises(msr.PermissionDeniedError) as cm:
+                intruder.join()
+            self.assertEqual(cm.exception.code, "PERMISSION_DENIED")
+            self.assertIn("MS_JOB_TOKEN", str(cm.exception))
+            self.assertNotIn("py-s3cret", str(cm.exception))
+
+
 class FailureTest(DaemonTestCase):
     def test_report_error_aborts_blocked_get_and_calls_back(self):
         events = []
