@@ -64,8 +64,9 @@ constexpr char kUsage[] =
     "                incarnation, reason (dead/failed)\n"
     "  watch ID      stream a job's events, one line each, until the stream ends (failures\n"
     "                list the dead members)\n"
-    "  health        daemon serving status (exit 0 when SERVING, 1 otherwise), its role\n"
-    "                (single, leader, standby), the leader's address and the state store\n"
+    "  health        daemon serving status (exit 0 when SERVING, 1 otherwise); with several\n"
+    "                daemons on etcd also its role (leader, standby), the leader's address\n"
+    "                and the store\n"
     "  ranktable ID  HCCL rank table v1.0 (JSON, every value a string) of a complete job, for\n"
     "                RANK_TABLE_FILE: servers = host addresses in node order, device_id =\n"
     "                DEVICE_ID (else the local rank), device_ip = MS_DEVICE_IP. Fails when the\n"
@@ -550,8 +551,10 @@ class Ctl {
     v1::ServerInfo info;
     grpc::ClientContext info_ctx;
     SetDeadline(info_ctx);
+    // A single daemon (memory or sqlite) prints the status alone, as before.
     const bool has_info =
-        admin_->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok();
+        admin_->GetServerInfo(&info_ctx, v1::GetServerInfoRequest(), &info).ok() &&
+        info.role() != "single";
     if (options_.json) {
       tools::JsonWriter w;
       w.BeginObject().Key("status").String(status);
@@ -565,9 +568,7 @@ class Ctl {
       PrintLine(absl::StrCat("status: ", status));
       if (has_info) {
         PrintLine(absl::StrCat("role: ", info.role()));
-        if (info.role() != "single") {
-          PrintLine(absl::StrCat("leader: ", info.leader().empty() ? "(none)" : info.leader()));
-        }
+        PrintLine(absl::StrCat("leader: ", info.leader().empty() ? "(none)" : info.leader()));
         PrintLine(absl::StrCat("store: ", info.store()));
       }
     }
