@@ -66,6 +66,7 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentialsFor(const TlsOptions& 
 struct RendezvousServer::Impl {
   std::unique_ptr<core::JobRegistry> registry;
   std::unique_ptr<RendezvousService> rendezvous;
+  std::unique_ptr<SessionServer> sessions;  // after `server` is built; shut down after it
   std::unique_ptr<AdminAuth> admin_auth;
   ServerIdentity identity;
   std::unique_ptr<AdminService> admin;
@@ -193,12 +194,19 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
                                ClampMs(options.max_connection_idle));
   }
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> session_queues;
+  for (int i = 0; i < std::max(1, options.session_queues); ++i) {
+    session_queues.push_back(builder.AddCompletionQueue());
+  }
+  impl->sessions = std::make_unique<SessionServer>(impl->rendezvous.get(), impl->registry.get(),
+                                                   std::move(session_queues));
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || bound_port == 0) {
     return absl::UnavailableError(absl::StrCat(
         "cannot listen on ", options.listen,
         ": the port is in use or the address is not local (is another ms-rendezvousd running?)"));
   }
+  impl->sessions->Start();
   impl->dial_host = (host == "0.0.0.0" || host == "::" || host == "*") ? "127.0.0.1" : host;
   impl->server->GetHealthCheckService()->SetServingStatus(true);
   // Per-service status: this daemon serves members (a standby answers NOT_SERVING here).
@@ -246,6 +254,7 @@ void RendezvousServer::Shutdown(absl::Duration grace) {
   // instead of hanging until their deadline.
   impl_->registry->Shutdown();
   impl_->server->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(grace));
+  impl_->sessions->Shutdown();
   if (impl_->deadline_thread.joinable()) impl_->deadline_thread.join();
   absl::MutexLock l(&impl_->mu);
   impl_->stopped = true;

@@ -60,6 +60,10 @@ struct ServerOptions {
   // clients reconnect on their next call). Members holding a session always have an active
   // call, so they are never affected. InfiniteDuration = never.
   absl::Duration max_connection_idle = absl::Hours(1);
+  // Completion queues (one thread each) the Session streams are spread over. Debian's libgrpc
+  // searches a queue's pending operations linearly on every completion, so a queue should hold
+  // a few thousand streams at most; 16 keep 100,000 members cheap.
+  int session_queues = 16;
   // Transport security; default plaintext.
   TlsOptions tls;
   // Admin token and status protection (server/auth.h).

@@ -3,7 +3,12 @@
 #ifndef MS_RENDEZVOUS_SERVER_SERVICES_H_
 #define MS_RENDEZVOUS_SERVER_SERVICES_H_
 
+#include <memory>
+#include <thread>
+#include <vector>
+
 #include "core/job_registry.h"
+#include "grpcpp/completion_queue.h"
 #include "server/auth.h"
 #include "server/server.h"
 #include "ms/rendezvous/v1/rendezvous.grpc.pb.h"
@@ -15,13 +20,19 @@ uint64_t CompletedJoinCalls();
 
 // Worker-facing: Session (join + heartbeats + pushed events on one stream), and the unary
 // Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
-class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::CallbackService {
+//
+// Session is served by SessionServer on its own completion queues (see session_service.cc for
+// why); the unary methods use the callback API.
+using RendezvousServiceBase = ::ms::rendezvous::v1::Rendezvous::WithAsyncMethod_Session<
+    ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Join<
+        ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Heartbeat<
+            ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Leave<
+                ::ms::rendezvous::v1::Rendezvous::Service>>>>;
+
+class RendezvousService final : public RendezvousServiceBase {
  public:
   explicit RendezvousService(core::JobRegistry* registry) : registry_(registry) {}
 
-  grpc::ServerBidiReactor<::ms::rendezvous::v1::SessionRequest,
-                          ::ms::rendezvous::v1::SessionResponse>*
-  Session(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx,
                                  const ::ms::rendezvous::v1::JoinRequest* req,
                                  ::ms::rendezvous::v1::JoinResponse* resp) override;
@@ -34,6 +45,29 @@ class RendezvousService final : public ::ms::rendezvous::v1::Rendezvous::Callbac
 
  private:
   core::JobRegistry* const registry_;
+};
+
+// Serves RendezvousService's Session streams on `queues` (from ServerBuilder::
+// AddCompletionQueue), one thread each; every stream stays on the queue it arrived on. Start()
+// after the server started; Shutdown() after grpc::Server::Shutdown() returned (it shuts the
+// queues down, drains them and joins the threads). Idempotent.
+class SessionServer {
+ public:
+  SessionServer(RendezvousService* service, core::JobRegistry* registry,
+                std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues);
+  ~SessionServer();
+  SessionServer(const SessionServer&) = delete;
+  SessionServer& operator=(const SessionServer&) = delete;
+
+  void Start();
+  void Shutdown();
+
+ private:
+  RendezvousService* const service_;
+  core::JobRegistry* const registry_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues_;
+  std::vector<std::thread> threads_;
+  bool shut_down_ = false;
 };
 
 // Ops-facing: ListJobs, GetJob, ListMembers (paged), WatchJob (stream), and the operator calls

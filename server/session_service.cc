@@ -1,8 +1,19 @@
 // The Session stream: one per member process. Thin: each request is handed to the registry;
 // what the core pushes (topology, events, end) is queued and written in order.
+//
+// Served with gRPC's completion-queue API on SessionServer's own queues, not the callback API:
+// every operation in flight holds a tag on its completion queue, and Debian's libgrpc (built
+// without NDEBUG) searches a queue's outstanding tags linearly on every completion. The
+// callback API puts every call of the process on one shared queue, so with 100,000 sessions
+// (two tags each: the pending read and the call's completion) each heartbeat cost a 200,000-entry
+// scan, more than half the daemon's CPU. Spread over SessionServer's queues the scan is a
+// fraction of that.
 #include <deque>
 #include <memory>
 #include <optional>
+#include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
@@ -15,56 +26,43 @@
 namespace ms_rendezvous::server {
 namespace {
 
-class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, pb::SessionResponse> {
+// Posted RequestSession calls per queue: a new stream waits in gRPC until one is posted, and each
+// accepted stream posts the next one at once.
+constexpr int kRequestsPerQueue = 32;
+
+// A completion-queue tag: the member function of `call` to run with the operation's outcome.
+template <typename Call>
+struct Tag {
+  Call* call;
+  void (Call::*fn)(bool ok);
+};
+
+// One Session stream. Owns itself: deleted once the call is over (its completion fired) and none
+// of its operations is in flight.
+class SessionCall {
  public:
-  SessionReactor(core::JobRegistry* registry, grpc::CallbackServerContext* ctx)
-      : registry_(registry),
-        peer_host_(HostFromPeer(ctx->peer())),
-        job_token_(JobTokenOf(*ctx)),
-        sink_(std::make_shared<Sink>(this)) {
-    if (RpcObserver* o = GetRpcObserver()) {
-      observer_ = o;
-      o->OnSessionOpened();
-    }
-    StartRead(&request_);
+  // Posts a RequestSession on `cq`; the call object waits for a stream there.
+  static void Post(RendezvousService* service, core::JobRegistry* registry,
+                   grpc::ServerCompletionQueue* cq) {
+    auto* call = new SessionCall(service, registry, cq);
+    call->ctx_.AsyncNotifyWhenDone(&call->done_tag_);
+    service->RequestSession(&call->ctx_, &call->stream_, cq, cq, &call->request_tag_);
   }
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      // The client half-closed or the connection broke. Without a Leave that is a lost session.
-      LostSession();
-      sink_->End(absl::CancelledError("session closed by the client without leaving"));
-      return;
-    }
-    absl::Status st = Handle(request_);
-    if (!st.ok()) {
-      sink_->End(st);
-      return;
-    }
-    if (sink_->ended()) return;
-    StartRead(&request_);
-  }
-
-  void OnWriteDone(bool ok) override { sink_->WriteDone(ok); }
-
-  void OnCancel() override {
-    LostSession();
-    sink_->End(absl::CancelledError("session cancelled"));
-  }
-
-  void OnDone() override {
-    LostSession();
-    sink_->Detach();
-    if (observer_ != nullptr) observer_->OnSessionClosed();
-    delete this;
+  // Runs the completion of `tag` (from the queue's thread).
+  static void Run(void* tag, bool ok) {
+    auto* t = static_cast<Tag<SessionCall>*>(tag);
+    (t->call->*(t->fn))(ok);
   }
 
  private:
-  // The core's view of this stream. Outlives the reactor (the core holds it until it ends the
-  // session); every call after the reactor is gone is dropped.
+  // The core's view of this stream. Outlives the call (the core holds it until it ends the
+  // session); every call after the stream is gone is dropped. It also counts the stream's
+  // operations in flight, under its mutex, so that the stream is released exactly when the last
+  // one came back.
   class Sink final : public core::MemberSession {
    public:
-    explicit Sink(SessionReactor* reactor) : reactor_(reactor) {}
+    explicit Sink(SessionCall* call) : call_(call) {}
 
     void OnRegistered(const core::MemberRef& ref) override {
       pb::SessionResponse r;
@@ -111,35 +109,48 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
 
     void Enqueue(pb::SessionResponse r) {
       absl::MutexLock l(&mu_);
-      if (reactor_ == nullptr || end_.has_value()) return;
+      if (call_ == nullptr || end_.has_value()) return;
       queue_.push_back(std::move(r));
       if (!writing_) {
         writing_ = true;
-        reactor_->StartWrite(&queue_.front());
+        WriteFrontLocked();
       }
     }
     // Ends the stream with `status` once everything queued is written. First call wins.
     void End(const absl::Status& status) {
       absl::MutexLock l(&mu_);
-      if (reactor_ == nullptr || end_.has_value()) return;
+      if (call_ == nullptr || end_.has_value()) return;
       end_ = status;
       if (!writing_) FinishLocked();
     }
-    void WriteDone(bool ok) {
+    // A write came back. Returns true when it was the stream's last operation.
+    bool WriteDone(bool ok) {
       absl::MutexLock l(&mu_);
-      if (reactor_ == nullptr) return;
       queue_.pop_front();
       if (ok && !queue_.empty()) {
-        reactor_->StartWrite(&queue_.front());
-        return;
+        WriteFrontLocked();
+      } else {
+        writing_ = false;
+        if (!ok && !end_.has_value()) end_ = absl::CancelledError("client gone");
+        if (end_.has_value()) FinishLocked();
       }
-      writing_ = false;
-      if (!ok && !end_.has_value()) end_ = absl::CancelledError("client gone");
-      if (end_.has_value()) FinishLocked();
+      return OpDoneLocked();
     }
-    void Detach() {
+    // Starts the next read unless the stream is ending. Returns false when it did not.
+    bool StartRead(pb::SessionRequest* request) {
       absl::MutexLock l(&mu_);
-      reactor_ = nullptr;
+      if (call_ == nullptr || end_.has_value()) return false;
+      ++in_flight_;
+      call_->stream_.Read(request, &call_->read_tag_);
+      return true;
+    }
+    // An operation other than a write came back (`call_done`: it was the call's completion).
+    // Returns true when the stream has nothing in flight any more and is over: the caller then
+    // deletes the call; every later call of the core is dropped.
+    bool OpDone(bool call_done = false) {
+      absl::MutexLock l(&mu_);
+      if (call_done) call_done_ = true;
+      return OpDoneLocked();
     }
     bool ended() {
       absl::MutexLock l(&mu_);
@@ -151,26 +162,98 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
     }
 
    private:
+    void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      ++in_flight_;
+      call_->stream_.Write(queue_.front(), &call_->write_tag_);
+    }
     void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (finished_) return;
       finished_ = true;
-      reactor_->Finish(ToGrpc(*end_));
+      ++in_flight_;
+      call_->stream_.Finish(ToGrpc(*end_), &call_->finish_tag_);
+    }
+    bool OpDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      --in_flight_;
+      if (in_flight_ > 0 || !call_done_) return false;
+      call_ = nullptr;
+      return true;
     }
 
     absl::Mutex mu_;
-    SessionReactor* reactor_ ABSL_GUARDED_BY(mu_);
+    SessionCall* call_ ABSL_GUARDED_BY(mu_);
     std::deque<pb::SessionResponse> queue_ ABSL_GUARDED_BY(mu_);
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
     bool core_ended_ ABSL_GUARDED_BY(mu_) = false;
+    // Operations in flight; the call's completion counts as one from the start of the stream.
+    int in_flight_ ABSL_GUARDED_BY(mu_) = 1;
+    bool call_done_ ABSL_GUARDED_BY(mu_) = false;
     std::optional<RpcTimer> join_timer_ ABSL_GUARDED_BY(mu_);
     std::optional<absl::Status> end_ ABSL_GUARDED_BY(mu_);
   };
 
+  SessionCall(RendezvousService* service, core::JobRegistry* registry,
+              grpc::ServerCompletionQueue* cq)
+      : service_(service), registry_(registry), cq_(cq), stream_(&ctx_) {}
+
+  // A stream arrived (ok), or the server is shutting down (!ok: nothing was started).
+  void OnRequest(bool ok) {
+    if (!ok) {
+      delete this;
+      return;
+    }
+    Post(service_, registry_, cq_);  // the next stream on this queue
+    peer_host_ = HostFromPeer(ctx_.peer());
+    job_token_ = JobTokenOf(ctx_);
+    sink_ = std::make_shared<Sink>(this);
+    if (RpcObserver* o = GetRpcObserver()) {
+      observer_ = o;
+      o->OnSessionOpened();
+    }
+    // The sink counts the call's completion (done_tag_) as in flight from the start.
+    sink_->StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) {
+    if (!ok) {
+      // The client half-closed or the connection broke. Without a Leave that is a lost session.
+      LostSession();
+      sink_->End(absl::CancelledError("session closed by the client without leaving"));
+    } else {
+      absl::Status st = Handle(request_);
+      if (!st.ok()) {
+        sink_->End(st);
+      } else {
+        sink_->StartRead(&request_);
+      }
+    }
+    MaybeRelease(sink_->OpDone());
+  }
+
+  void OnWriteDone(bool ok) { MaybeRelease(sink_->WriteDone(ok)); }
+
+  void OnFinishDone(bool) { MaybeRelease(sink_->OpDone()); }
+
+  // The call is over: finished, or cancelled (client gone, deadline, server shutdown).
+  void OnCallDone(bool) {
+    if (ctx_.IsCancelled()) {
+      LostSession();
+      sink_->End(absl::CancelledError("session cancelled"));
+    }
+    MaybeRelease(sink_->OpDone(/*call_done=*/true));
+  }
+
+  void MaybeRelease(bool last) {
+    if (!last) return;
+    LostSession();
+    if (observer_ != nullptr) observer_->OnSessionClosed();
+    delete this;
+  }
+
   absl::Status Handle(const pb::SessionRequest& req) {
     switch (req.body_case()) {
       case pb::SessionRequest::kJoin: {
-        if (Ref().has_value()) {
+        if (ref_.has_value()) {
           return absl::FailedPreconditionError(
               "this session already joined; open a new session to join again");
         }
@@ -181,11 +264,11 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
         sink_->StartJoinClock();
         absl::StatusOr<core::MemberRef> ref = registry_->JoinSession(*std::move(spec), sink_);
         if (!ref.ok()) return ref.status();
-        SetRef(*ref);
+        SetRef(*std::move(ref));
         return absl::OkStatus();
       }
       case pb::SessionRequest::kResume: {
-        if (Ref().has_value()) {
+        if (ref_.has_value()) {
           return absl::FailedPreconditionError("this session already holds a registration");
         }
         RpcTimer timer("SessionResume");
@@ -193,35 +276,29 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
         if (!ref.ok()) return ref.status();
         absl::Status st = registry_->ResumeSession(*ref, req.resume().generation(), sink_);
         if (!st.ok()) return st;
-        SetRef(*ref);
+        SetRef(*std::move(ref));
         return absl::OkStatus();
       }
       case pb::SessionRequest::kHeartbeat: {
-        auto ref = Ref();
-        if (!ref.has_value()) return NotJoined("heartbeat");
+        if (!ref_.has_value()) return NotJoined("heartbeat");
         RpcTimer timer("SessionHeartbeat");
         // Errors (job failed, member declared dead or withdrawn, stale incarnation) do NOT end
         // the stream here: the core ends every such session itself, after pushing the event
         // that says why. Ending it from here would race with that event and lose it.
-        registry_->Heartbeat(*ref).IgnoreError();
+        registry_->Heartbeat(*ref_).IgnoreError();
         return absl::OkStatus();
       }
       case pb::SessionRequest::kReportError: {
-        auto ref = Ref();
-        if (!ref.has_value()) return NotJoined("report_error");
+        if (!ref_.has_value()) return NotJoined("report_error");
         RpcTimer timer("SessionReportError");
-        return registry_->ReportError(*ref, req.report_error().reason());
+        return registry_->ReportError(*ref_, req.report_error().reason());
       }
       case pb::SessionRequest::kLeave: {
-        auto ref = Ref();
-        if (!ref.has_value()) return NotJoined("leave");
+        if (!ref_.has_value()) return NotJoined("leave");
         RpcTimer timer("SessionLeave");
-        absl::StatusOr<core::JobState> state = registry_->Leave(*ref);
+        absl::StatusOr<core::JobState> state = registry_->Leave(*ref_);
         if (!state.ok()) return state.status();
-        {
-          absl::MutexLock l(&mu_);
-          left_ = true;
-        }
+        left_ = true;
         sink_->End(absl::OkStatus());
         return absl::OkStatus();
       }
@@ -241,43 +318,71 @@ class SessionReactor final : public grpc::ServerBidiReactor<pb::SessionRequest, 
   // Tells the core once that the stream is gone, unless the member left or the core itself
   // ended the session (job failed, replaced, shutdown).
   void LostSession() {
-    std::optional<core::MemberRef> ref;
-    {
-      absl::MutexLock l(&mu_);
-      if (lost_reported_ || left_ || !ref_.has_value()) return;
-      lost_reported_ = true;
-      ref = ref_;
-    }
+    if (lost_reported_ || left_ || !ref_.has_value()) return;
+    lost_reported_ = true;
     if (sink_->core_ended()) return;
-    registry_->SessionClosed(*ref, sink_.get());
+    registry_->SessionClosed(*ref_, sink_.get());
   }
 
-  std::optional<core::MemberRef> Ref() {
-    absl::MutexLock l(&mu_);
-    return ref_;
-  }
-  void SetRef(const core::MemberRef& ref) {
-    absl::MutexLock l(&mu_);
-    ref_ = ref;
-  }
+  void SetRef(core::MemberRef ref) { ref_ = std::move(ref); }
 
+  RendezvousService* const service_;
   core::JobRegistry* const registry_;
-  const std::string peer_host_;
-  const std::string job_token_;  // x-ms-job-token of the stream (checked at join by the core)
-  const std::shared_ptr<Sink> sink_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  grpc::ServerAsyncReaderWriter<pb::SessionResponse, pb::SessionRequest> stream_;
+  Tag<SessionCall> request_tag_{this, &SessionCall::OnRequest};
+  Tag<SessionCall> read_tag_{this, &SessionCall::OnReadDone};
+  Tag<SessionCall> write_tag_{this, &SessionCall::OnWriteDone};
+  Tag<SessionCall> finish_tag_{this, &SessionCall::OnFinishDone};
+  Tag<SessionCall> done_tag_{this, &SessionCall::OnCallDone};
+  std::string peer_host_;
+  std::string job_token_;  // x-ms-job-token of the stream (checked at join by the core)
+  std::shared_ptr<Sink> sink_;
   RpcObserver* observer_ = nullptr;  // the one told OnSessionOpened, told OnSessionClosed
   pb::SessionRequest request_;
-  absl::Mutex mu_;
-  std::optional<core::MemberRef> ref_ ABSL_GUARDED_BY(mu_);
-  bool left_ ABSL_GUARDED_BY(mu_) = false;
-  bool lost_reported_ ABSL_GUARDED_BY(mu_) = false;
+  // Every completion of this call runs on its queue's one thread, so the handlers never run
+  // concurrently: the fields below need no lock (the core reaches the stream through sink_).
+  std::optional<core::MemberRef> ref_;
+  bool left_ = false;
+  bool lost_reported_ = false;
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<pb::SessionRequest, pb::SessionResponse>* RendezvousService::Session(
-    grpc::CallbackServerContext* ctx) {
-  return new SessionReactor(registry_, ctx);
+SessionServer::SessionServer(RendezvousService* service, core::JobRegistry* registry,
+                             std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues)
+    : service_(service), registry_(registry), queues_(std::move(queues)) {}
+
+SessionServer::~SessionServer() { Shutdown(); }
+
+void SessionServer::Start() {
+  for (auto& q : queues_) {
+    for (int i = 0; i < kRequestsPerQueue; ++i) SessionCall::Post(service_, registry_, q.get());
+  }
+  for (auto& q : queues_) {
+    grpc::ServerCompletionQueue* cq = q.get();
+    threads_.emplace_back([cq] {
+      void* tag = nullptr;
+      bool ok = false;
+      while (cq->Next(&tag, &ok)) SessionCall::Run(tag, ok);
+    });
+  }
+}
+
+void SessionServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (auto& q : queues_) q->Shutdown();
+  if (threads_.empty()) {  // never started: drain here (nothing was posted)
+    void* tag = nullptr;
+    bool ok = false;
+    for (auto& q : queues_) {
+      while (q->Next(&tag, &ok)) SessionCall::Run(tag, ok);
+    }
+  }
+  for (auto& t : threads_) t.join();
+  threads_.clear();
 }
 
 }  // namespace ms_rendezvous::server
