@@ -1,4 +1,6 @@
 #include <atomic>
+#include <optional>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -12,24 +14,42 @@ namespace {
 
 std::atomic<uint64_t> completed_join_calls{0};
 
-// One parked Join. The core holds the completion callback; this reactor only bridges it to
-// gRPC and withdraws the member when the client goes away (OnCancel), so that a crashed or
-// restarted process can join again with the same node id.
-//
-// Lifetime: gRPC calls OnDone (which deletes the reactor) only after Finish() ran and the
-// handler returned, so the callback may safely use `this` until it calls Finish().
-class JoinReactor final : public grpc::ServerUnaryReactor {
+// One Join call, parked in the core until the member's job is complete. It only bridges the
+// core's completion callback to gRPC and withdraws the member when the client goes away (the
+// call is cancelled), so that a crashed or restarted process can join again with the same node
+// id. Served on SessionServer's queues (see session_service.cc): a parked Join holds a tag on
+// its queue until it is answered. Owns itself: deleted once the call's completion fired and the
+// answer was sent.
+class JoinCall {
  public:
-  JoinReactor(core::JobRegistry* registry, grpc::CallbackServerContext* ctx,
-              const pb::JoinRequest* req, pb::JoinResponse* resp)
-      : registry_(registry), resp_(resp), timer_("Join") {
-    absl::StatusOr<core::MemberSpec> spec = SpecFromProto(req->member());
-    if (!spec.ok()) {
-      Finish(ToGrpc(spec.status()));
+  static void Post(RendezvousService* service, core::JobRegistry* registry,
+                   grpc::ServerCompletionQueue* cq) {
+    auto* call = new JoinCall(service, registry, cq);
+    call->ctx_.AsyncNotifyWhenDone(call->done_tag_.tag());
+    service->RequestJoin(&call->ctx_, &call->request_, &call->responder_, cq, cq,
+                         call->request_tag_.tag());
+  }
+
+ private:
+  JoinCall(RendezvousService* service, core::JobRegistry* registry,
+           grpc::ServerCompletionQueue* cq)
+      : service_(service), registry_(registry), cq_(cq), responder_(&ctx_) {}
+
+  // A call arrived (ok), or the server is shutting down (!ok: nothing was started).
+  void OnRequest(bool ok) {
+    if (!ok) {
+      delete this;
       return;
     }
-    if (spec->host.empty()) spec->host = HostFromPeer(ctx->peer());
-    spec->job_token = JobTokenOf(*ctx);
+    Post(service_, registry_, cq_);  // the next Join on this queue
+    timer_.emplace("Join");
+    absl::StatusOr<core::MemberSpec> spec = SpecFromProto(request_.member());
+    if (!spec.ok()) {
+      Complete(spec.status());
+      return;
+    }
+    if (spec->host.empty()) spec->host = HostFromPeer(ctx_.peer());
+    spec->job_token = JobTokenOf(ctx_);
     job_id_ = spec->job_id;
     const uint64_t waiter = registry_->Join(
         *std::move(spec), [this](absl::StatusOr<core::Topology> topo) { Complete(topo); });
@@ -42,55 +62,78 @@ class JoinReactor final : public grpc::ServerUnaryReactor {
     if (cancel_now) registry_->CancelJoin(job_id_, waiter);
   }
 
-  void OnCancel() override {
-    uint64_t waiter = 0;
-    {
-      absl::MutexLock l(&mu_);
-      cancelled_ = true;
-      if (completed_) return;
-      waiter = waiter_;  // 0 while the constructor has not stored it; it cancels then
+  // The core's answer (exactly once; any thread).
+  void Complete(const absl::StatusOr<core::Topology>& topo) {
+    absl::MutexLock l(&mu_);
+    completed_ = true;
+    if (topo.ok()) {
+      TopologyToProto(*topo, response_.mutable_topology());
+      responder_.Finish(response_, grpc::Status::OK, finish_tag_.tag());
+    } else {
+      responder_.FinishWithError(ToGrpc(topo.status()), finish_tag_.tag());
     }
-    if (waiter != 0) registry_->CancelJoin(job_id_, waiter);
   }
 
-  void OnDone() override {
+  void OnFinishDone(bool) {
+    bool release = false;
+    {
+      absl::MutexLock l(&mu_);
+      finish_done_ = true;
+      release = call_done_;
+    }
+    if (release) Release();
+  }
+
+  // The call is over: answered, or cancelled (client gone, deadline, server shutdown).
+  void OnCallDone(bool) {
+    uint64_t cancel = 0;
+    bool release = false;
+    {
+      absl::MutexLock l(&mu_);
+      call_done_ = true;
+      if (ctx_.IsCancelled()) {
+        cancelled_ = true;
+        if (!completed_) cancel = waiter_;  // 0 while OnRequest has not stored it: it cancels
+      }
+      release = finish_done_;
+    }
+    // The core completes the waiter with Cancelled, which answers (and so releases) the call.
+    if (cancel != 0) registry_->CancelJoin(job_id_, cancel);
+    if (release) Release();
+  }
+
+  void Release() {
     completed_join_calls.fetch_add(1, std::memory_order_relaxed);
-    timer_.Done();
     delete this;
   }
 
- private:
-  void Complete(const absl::StatusOr<core::Topology>& topo) {
-    {
-      absl::MutexLock l(&mu_);
-      completed_ = true;
-    }
-    if (topo.ok()) {
-      TopologyToProto(*topo, resp_->mutable_topology());
-      Finish(grpc::Status::OK);
-    } else {
-      Finish(ToGrpc(topo.status()));
-    }
-  }
-
+  RendezvousService* const service_;
   core::JobRegistry* const registry_;
-  pb::JoinResponse* const resp_;
-  RpcTimer timer_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext ctx_;
+  pb::JoinRequest request_;
+  pb::JoinResponse response_;
+  grpc::ServerAsyncResponseWriter<pb::JoinResponse> responder_;
+  MethodTag<JoinCall> request_tag_{this, &JoinCall::OnRequest};
+  MethodTag<JoinCall> finish_tag_{this, &JoinCall::OnFinishDone};
+  MethodTag<JoinCall> done_tag_{this, &JoinCall::OnCallDone};
+  std::optional<RpcTimer> timer_;  // from the call's arrival to its release
   std::string job_id_;
   absl::Mutex mu_;
   uint64_t waiter_ ABSL_GUARDED_BY(mu_) = 0;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool completed_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool call_done_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
 
 uint64_t CompletedJoinCalls() { return completed_join_calls.load(std::memory_order_relaxed); }
 
-grpc::ServerUnaryReactor* RendezvousService::Join(grpc::CallbackServerContext* ctx,
-                                                  const pb::JoinRequest* req,
-                                                  pb::JoinResponse* resp) {
-  return new JoinReactor(registry_, ctx, req, resp);
+void PostJoinCall(RendezvousService* service, core::JobRegistry* registry,
+                  grpc::ServerCompletionQueue* cq) {
+  JoinCall::Post(service, registry, cq);
 }
 
 grpc::ServerUnaryReactor* RendezvousService::Heartbeat(grpc::CallbackServerContext* ctx,

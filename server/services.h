@@ -21,10 +21,11 @@ uint64_t CompletedJoinCalls();
 // Worker-facing: Session (join + heartbeats + pushed events on one stream), and the unary
 // Join (register + wait, one round trip, parked in the core), Heartbeat, Leave.
 //
-// Session is served by SessionServer on its own completion queues (see session_service.cc for
-// why); the unary methods use the callback API.
+// Session and Join, the calls that stay open while a job forms (and a session for the job's
+// lifetime), are served by SessionServer on its own completion queues (see session_service.cc
+// for why); Heartbeat and Leave use the callback API.
 using RendezvousServiceBase = ::ms::rendezvous::v1::Rendezvous::WithAsyncMethod_Session<
-    ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Join<
+    ::ms::rendezvous::v1::Rendezvous::WithAsyncMethod_Join<
         ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Heartbeat<
             ::ms::rendezvous::v1::Rendezvous::WithCallbackMethod_Leave<
                 ::ms::rendezvous::v1::Rendezvous::Service>>>>;
@@ -33,9 +34,6 @@ class RendezvousService final : public RendezvousServiceBase {
  public:
   explicit RendezvousService(core::JobRegistry* registry) : registry_(registry) {}
 
-  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* ctx,
-                                 const ::ms::rendezvous::v1::JoinRequest* req,
-                                 ::ms::rendezvous::v1::JoinResponse* resp) override;
   grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* ctx,
                                       const ::ms::rendezvous::v1::HeartbeatRequest* req,
                                       ::ms::rendezvous::v1::HeartbeatResponse* resp) override;
@@ -47,8 +45,38 @@ class RendezvousService final : public RendezvousServiceBase {
   core::JobRegistry* const registry_;
 };
 
-// Serves RendezvousService's Session streams on `queues` (from ServerBuilder::
-// AddCompletionQueue), one thread each; every stream stays on the queue it arrived on. Start()
+// A completion-queue tag of SessionServer's queues: what runs when the operation completes.
+class QueueTag {
+ public:
+  virtual void Run(bool ok) = 0;
+
+ protected:
+  ~QueueTag() = default;
+};
+
+// The QueueTag that calls `(call->*fn)(ok)`.
+template <typename Call>
+class MethodTag final : public QueueTag {
+ public:
+  MethodTag(Call* call, void (Call::*fn)(bool)) : call_(call), fn_(fn) {}
+  void Run(bool ok) override { (call_->*fn_)(ok); }
+  // The tag to hand to gRPC (the queue's thread casts it back to QueueTag*).
+  void* tag() { return static_cast<QueueTag*>(this); }
+
+ private:
+  Call* const call_;
+  void (Call::*const fn_)(bool);
+};
+
+// Post one request for a new Session stream / Join call on `cq` (session_service.cc,
+// rendezvous_service.cc). Each accepted call posts the next one.
+void PostSessionCall(RendezvousService* service, core::JobRegistry* registry,
+                     grpc::ServerCompletionQueue* cq);
+void PostJoinCall(RendezvousService* service, core::JobRegistry* registry,
+                  grpc::ServerCompletionQueue* cq);
+
+// Serves RendezvousService's Session streams and Join calls on `queues` (from ServerBuilder::
+// AddCompletionQueue), one thread each; every call stays on the queue it arrived on. Start()
 // after the server started; Shutdown() after grpc::Server::Shutdown() returned (it shuts the
 // queues down, drains them and joins the threads). Idempotent.
 class SessionServer {

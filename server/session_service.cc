@@ -26,16 +26,9 @@
 namespace ms_rendezvous::server {
 namespace {
 
-// Posted RequestSession calls per queue: a new stream waits in gRPC until one is posted, and each
-// accepted stream posts the next one at once.
+// Posted RequestSession (and RequestJoin) calls per queue: a new call waits in gRPC until one is
+// posted, and each accepted call posts the next one at once.
 constexpr int kRequestsPerQueue = 32;
-
-// A completion-queue tag: the member function of `call` to run with the operation's outcome.
-template <typename Call>
-struct Tag {
-  Call* call;
-  void (Call::*fn)(bool ok);
-};
 
 // One Session stream. Owns itself: deleted once the call is over (its completion fired) and none
 // of its operations is in flight.
@@ -45,14 +38,8 @@ class SessionCall {
   static void Post(RendezvousService* service, core::JobRegistry* registry,
                    grpc::ServerCompletionQueue* cq) {
     auto* call = new SessionCall(service, registry, cq);
-    call->ctx_.AsyncNotifyWhenDone(&call->done_tag_);
-    service->RequestSession(&call->ctx_, &call->stream_, cq, cq, &call->request_tag_);
-  }
-
-  // Runs the completion of `tag` (from the queue's thread).
-  static void Run(void* tag, bool ok) {
-    auto* t = static_cast<Tag<SessionCall>*>(tag);
-    (t->call->*(t->fn))(ok);
+    call->ctx_.AsyncNotifyWhenDone(call->done_tag_.tag());
+    service->RequestSession(&call->ctx_, &call->stream_, cq, cq, call->request_tag_.tag());
   }
 
  private:
@@ -141,7 +128,7 @@ class SessionCall {
       absl::MutexLock l(&mu_);
       if (call_ == nullptr || end_.has_value()) return false;
       ++in_flight_;
-      call_->stream_.Read(request, &call_->read_tag_);
+      call_->stream_.Read(request, call_->read_tag_.tag());
       return true;
     }
     // An operation other than a write came back (`call_done`: it was the call's completion).
@@ -164,13 +151,13 @@ class SessionCall {
    private:
     void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       ++in_flight_;
-      call_->stream_.Write(queue_.front(), &call_->write_tag_);
+      call_->stream_.Write(queue_.front(), call_->write_tag_.tag());
     }
     void FinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (finished_) return;
       finished_ = true;
       ++in_flight_;
-      call_->stream_.Finish(ToGrpc(*end_), &call_->finish_tag_);
+      call_->stream_.Finish(ToGrpc(*end_), call_->finish_tag_.tag());
     }
     bool OpDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       --in_flight_;
@@ -331,11 +318,11 @@ class SessionCall {
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext ctx_;
   grpc::ServerAsyncReaderWriter<pb::SessionResponse, pb::SessionRequest> stream_;
-  Tag<SessionCall> request_tag_{this, &SessionCall::OnRequest};
-  Tag<SessionCall> read_tag_{this, &SessionCall::OnReadDone};
-  Tag<SessionCall> write_tag_{this, &SessionCall::OnWriteDone};
-  Tag<SessionCall> finish_tag_{this, &SessionCall::OnFinishDone};
-  Tag<SessionCall> done_tag_{this, &SessionCall::OnCallDone};
+  MethodTag<SessionCall> request_tag_{this, &SessionCall::OnRequest};
+  MethodTag<SessionCall> read_tag_{this, &SessionCall::OnReadDone};
+  MethodTag<SessionCall> write_tag_{this, &SessionCall::OnWriteDone};
+  MethodTag<SessionCall> finish_tag_{this, &SessionCall::OnFinishDone};
+  MethodTag<SessionCall> done_tag_{this, &SessionCall::OnCallDone};
   std::string peer_host_;
   std::string job_token_;  // x-ms-job-token of the stream (checked at join by the core)
   std::shared_ptr<Sink> sink_;
@@ -350,6 +337,11 @@ class SessionCall {
 
 }  // namespace
 
+void PostSessionCall(RendezvousService* service, core::JobRegistry* registry,
+                     grpc::ServerCompletionQueue* cq) {
+  SessionCall::Post(service, registry, cq);
+}
+
 SessionServer::SessionServer(RendezvousService* service, core::JobRegistry* registry,
                              std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> queues)
     : service_(service), registry_(registry), queues_(std::move(queues)) {}
@@ -358,14 +350,17 @@ SessionServer::~SessionServer() { Shutdown(); }
 
 void SessionServer::Start() {
   for (auto& q : queues_) {
-    for (int i = 0; i < kRequestsPerQueue; ++i) SessionCall::Post(service_, registry_, q.get());
+    for (int i = 0; i < kRequestsPerQueue; ++i) {
+      PostSessionCall(service_, registry_, q.get());
+      PostJoinCall(service_, registry_, q.get());
+    }
   }
   for (auto& q : queues_) {
     grpc::ServerCompletionQueue* cq = q.get();
     threads_.emplace_back([cq] {
       void* tag = nullptr;
       bool ok = false;
-      while (cq->Next(&tag, &ok)) SessionCall::Run(tag, ok);
+      while (cq->Next(&tag, &ok)) static_cast<QueueTag*>(tag)->Run(ok);
     });
   }
 }
@@ -378,7 +373,7 @@ void SessionServer::Shutdown() {
     void* tag = nullptr;
     bool ok = false;
     for (auto& q : queues_) {
-      while (q->Next(&tag, &ok)) SessionCall::Run(tag, ok);
+      while (q->Next(&tag, &ok)) static_cast<QueueTag*>(tag)->Run(ok);
     }
   }
   for (auto& t : threads_) t.join();
