@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 
@@ -52,6 +53,10 @@ absl::Status RunScheduler(const ClientOptions& options, const SchedulerHooks& ho
 
   server::ServerOptions server_options;
   server_options.listen = SchedulerListenAddress(options);
+  // One job: a few queue threads suffice (2 up to ~8k members; a queue stays cheap up to a few
+  // thousand streams), instead of the daemon's 16 for many jobs.
+  server_options.session_queues =
+      std::clamp(static_cast<int>((options.worker_num + options.server_num) / 4096) + 2, 2, 16);
   // Members normally state their own timeout; this only covers one that sends none.
   if (options.topo_timeout != absl::InfiniteDuration()) {
     server_options.registry.default_topo_timeout = options.topo_timeout;
