@@ -1,7 +1,7 @@
 // ms-rendezvous-bench-etcd: the etcd side of scripts/bench-compare. N members rendezvous through a
-// real etcd (3.4, its gRPC client API) the way torchelastic's etcd rendezvous does: each member
-// announces itself with a key under a common prefix, attached to its own lease, and watches the
-// prefix until N keys exist.
+// real etcd (3.4, its gRPC client API) with the lease-and-watch pattern of etcd-based rendezvous:
+// each member announces itself with a key under a common prefix, attached to its own lease, and
+// watches the prefix until N keys exist.
 //
 //   ms-rendezvous-bench-etcd --endpoint HOST:PORT --members N [--connections C]
 //                            [--prefix P] [--lease-ttl-s S] [--timeout-s S] [--wait-for-go]
@@ -88,7 +88,7 @@ class Run;
 class WatchStream : public grpc::ClientBidiReactor<pb::WatchRequest, pb::WatchResponse> {
  public:
   WatchStream(Run* run, uint32_t member) : run_(run), member_(member) {}
-  void Start(pb::Watch::Stub* stub, pb::WatchRequest create);
+  void Start(pb::Watch::Stub* service, pb::WatchRequest create);
   void Cancel() { ctx_.TryCancel(); }
   void OnWriteDone(bool ok) override {}
   void OnReadDone(bool ok) override;
@@ -331,9 +331,9 @@ class Run {
   std::string first_error_;
 };
 
-void WatchStream::Start(pb::Watch::Stub* stub, pb::WatchRequest create) {
+void WatchStream::Start(pb::Watch::Stub* service, pb::WatchRequest create) {
   create_ = std::move(create);
-  stub->async()->Watch(&ctx_, this);
+  service->async()->Watch(&ctx_, this);
   StartWrite(&create_);
   StartRead(&response_);
   StartCall();
