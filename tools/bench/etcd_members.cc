@@ -43,7 +43,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "etcdserverpb/rpc.grpc.pb.h"
+#include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "glog/logging.h"
 #include "tools/bench/bench_util.h"
 #include "tools/common/json.h"
