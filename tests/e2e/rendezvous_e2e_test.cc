@@ -323,7 +323,9 @@ TEST(E2E, LimitFlags_LoggedAtStart_BadValuesRejectedNamingTheFlag) {
       {"--max-jobs", "0"},                     {"--max-jobs", "-1"},
       {"--max-members-per-job", "many"},       {"--keepalive-time", "500ms"},
       {"--keepalive-time", "abc"},             {"--keepalive-timeout", "0s"},
-      {"--max-connection-idle", "-5s"},
+      {"--max-connection-idle", "-5s"},      {"--min-ping-interval", "500ms"},
+      {"--store", "bogus"},                  {"--etcd-prefix", "no-trailing-slash"},
+      {"--leader-lease-ttl", "1s"},          {"--leader-lease-ttl", "2500ms"},
   };
   for (const auto& [flag, value] : bad) {
     Subprocess p("ms-rendezvousd", {"--listen", "127.0.0.1:0", flag + "=" + value}, Env{});
@@ -331,6 +333,22 @@ TEST(E2E, LimitFlags_LoggedAtStart_BadValuesRejectedNamingTheFlag) {
     ASSERT_TRUE(code.has_value()) << flag << "=" << value << " did not stop the daemon";
     EXPECT_EQ(*code, 2) << flag << "=" << value << ": " << p.Stderr();
     EXPECT_THAT(p.Stderr(), HasSubstr(flag + "=\"" + value + "\"")) << p.Stderr();
+  }
+  // Contradicting store flags: refused at start naming both.
+  const std::vector<std::pair<std::vector<std::string>, std::string>> contradictions = {
+      {{"--store", "etcd"}, "--store=etcd needs --etcd-endpoints"},
+      {{"--etcd-endpoints", "127.0.0.1:2379"}, "--etcd-endpoints is for --store=etcd"},
+      {{"--store", "sqlite"}, "--store=sqlite needs --state-dir DIR"},
+      {{"--store", "memory", "--state-dir", "/tmp"}, "contradicts --store=memory"},
+  };
+  for (const auto& [args, message] : contradictions) {
+    std::vector<std::string> argv = {"--listen", "127.0.0.1:0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Subprocess p("ms-rendezvousd", argv, Env{});
+    auto code = p.Wait(absl::Seconds(30));
+    ASSERT_TRUE(code.has_value()) << message;
+    EXPECT_EQ(*code, 2) << message << ": " << p.Stderr();
+    EXPECT_THAT(p.Stderr(), HasSubstr(message));
   }
   // --help documents every limit with its default.
   Subprocess help("ms-rendezvousd", {"--help"}, Env{});

@@ -152,6 +152,43 @@ TEST_F(EnvTest, Role_Scheduler_NeedsNeitherHostNorWorkerNum) {
   EXPECT_EQ(o->worker_num, 0u);
 }
 
+TEST_F(EnvTest, Security_TokenAndTlsFiles_Taken) {
+  env_["MS_JOB_TOKEN"] = "s3cret-token";
+  env_["MS_TLS_CA"] = "/etc/hostname";  // any readable file: content is checked at Create()
+  env_["MS_TLS_SERVER_NAME"] = "rendezvous.example";
+  absl::StatusOr<ClientOptions> o = Parse();
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->job_token, "s3cret-token");
+  EXPECT_EQ(o->tls_ca_file, "/etc/hostname");
+  EXPECT_EQ(o->tls_server_name, "rendezvous.example");
+}
+
+TEST_F(EnvTest, Security_BadValues_NameTheVariable_NeverEchoTheToken) {
+  env_["MS_JOB_TOKEN"] = std::string(1025, 'x');
+  absl::StatusOr<ClientOptions> o = Parse();
+  ASSERT_FALSE(o.ok());
+  EXPECT_EQ(o.status().message(),
+            "MS_JOB_TOKEN is 1025 bytes long: expected 1..1024 printable characters");
+  env_["MS_JOB_TOKEN"] = "two words";
+  o = Parse();
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(std::string(o.status().message()), HasSubstr("MS_JOB_TOKEN contains a space"));
+  EXPECT_THAT(std::string(o.status().message()), ::testing::Not(HasSubstr("words")));
+  env_.erase("MS_JOB_TOKEN");
+  ExpectError("MS_TLS_CA", "/nonexistent.pem",
+              "MS_TLS_CA=\"/nonexistent.pem\" cannot be read (No such file or directory): "
+              "expected the path of a readable PEM file");
+  env_.erase("MS_TLS_CA");
+  env_["MS_TLS_CERT"] = "/etc/hostname";
+  o = Parse();
+  ASSERT_FALSE(o.ok());
+  EXPECT_THAT(std::string(o.status().message()),
+              HasSubstr("MS_TLS_CERT and MS_TLS_KEY must be set together"));
+  env_.erase("MS_TLS_CERT");
+  ExpectError("MS_TLS_SERVER_NAME", "x", "MS_TLS_SERVER_NAME=\"x\" has no effect without TLS: "
+              "expected MS_TLS_CA (and for mutual TLS MS_TLS_CERT/MS_TLS_KEY) to be set too");
+}
+
 TEST(RoleNameTest, RoleName_EveryRole_MindSporeSpelling) {
   EXPECT_EQ(RoleName(Role::kScheduler), "MS_SCHED");
   EXPECT_EQ(RoleName(Role::kWorker), "MS_WORKER");

@@ -287,9 +287,6 @@ class Ctl {
   }
 
   absl::StatusOr<int> Create(const std::string& job_id) {
-    if (options_.workers == 0) {
-      return absl::InvalidArgumentError("create needs --workers N (MS_WORKER_NUM of the job)");
-    }
     v1::CreateJobRequest request;
     request.set_job_id(job_id);
     request.set_worker_num(options_.workers);
@@ -651,6 +648,9 @@ int Main(int argc, char** argv) {
     if (operands != 0) return Usage(absl::StrCat(command, " takes no arguments"));
   } else {
     return Usage(absl::StrCat("unknown command \"", command, "\""));
+  }
+  if (command == "create" && options->workers == 0) {
+    return Usage("create needs --workers N (MS_WORKER_NUM of the job)");
   }
 
   absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = Ctl::Dial(*options);

@@ -91,6 +91,14 @@ run 2 "${CTL[@]}" frobnicate;             err_has 'unknown command "frobnicate"'
 run 2 "${CTL[@]}" job;                    err_has 'exactly one job ID'
 run 2 "${CTL[@]}" jobs extra;             err_has 'takes no arguments'
 run 2 "${CTL[@]}" --bogus jobs;           err_has 'unknown option --bogus'
+# Operator commands and security options: usage errors name the option and what is allowed.
+run 2 "${CTL[@]}" create j;                err_has 'create needs --workers N'
+run 2 "${CTL[@]}" create j --workers 0;    err_has '--workers "0" must be an integer in 1..1000000'
+run 2 "${CTL[@]}" create j --workers 2 --topo-timeout-s 0; err_has '--topo-timeout-s "0" must be'
+run 2 "${CTL[@]}" --tls-cert /x.pem jobs;  err_has '--tls-cert and --tls-key .* must be given together'
+run 2 "${CTL[@]}" --admin-token-file /nonexistent abort j; err_has '--admin-token-file "/nonexistent" cannot be read'
+run 2 "${CTL[@]}" --tls-ca /nonexistent.pem health; err_has 'MS_TLS_CA="/nonexistent.pem" cannot be read'
+run 1 "${CTL[@]}" abort j;                 err_has '^ms-rendezvousctl: FAILED_PRECONDITION: AbortJob is disabled: .*--admin-token-file'
 run 0 "${CTL[@]}" --help;                 out_has '^usage: ms-rendezvousctl'
 # A daemon that is not there: UNAVAILABLE, exit 1.
 run 1 "$BIN/ms-rendezvousctl" --server 127.0.0.1:1 --timeout-s 3 jobs
