@@ -1,5 +1,6 @@
 #include "server/leader_election.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -55,7 +56,7 @@ absl::Status LeaderElection::EnsureLease() {
 absl::StatusOr<core::EtcdFence> LeaderElection::Campaign(
     const std::function<void(const std::string& leader)>& on_standby, absl::Duration give_up) {
   absl::Time unreachable_since = absl::InfiniteFuture();
-  std::string last_seen_leader = "\x01";  // report the first observation
+  std::optional<std::string> last_seen_leader;  // reported to on_standby when it changes
   for (;;) {
     {
       absl::MutexLock l(&mu_);
@@ -121,7 +122,7 @@ absl::StatusOr<core::EtcdFence> LeaderElection::Campaign(
       leading_ = true;
       return core::EtcdFence::HeldByLease(options_.key, holder_lease);
     }
-    if (holder != last_seen_leader) {
+    if (!last_seen_leader.has_value() || holder != *last_seen_leader) {
       last_seen_leader = holder;
       if (on_standby) on_standby(holder);
     }
