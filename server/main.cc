@@ -67,6 +67,8 @@ constexpr char kUsage[] =
     "  --keepalive-timeout DUR       close a connection whose ping is not acked in time (10s)\n"
     "  --min-ping-interval DUR       clients pinging more often get GOAWAY too_many_pings\n"
     "                                (default 5s, >= 1s)\n"
+    "  --session-queues N            completion queues (one thread each) serving Session\n"
+    "                                streams and unary joins (default 16, 1..256)\n"
     "  --max-connection-idle DUR     close connections without any call for this long\n"
     "                                (default 1h; 0 = never; members in a session are never idle)\n"
     "  --shutdown-grace DUR          time in-flight calls get on SIGTERM (default 5s)\n"
@@ -364,6 +366,13 @@ bool ParseFlags(int argc, char** argv, Flags* flags, std::string* error) {
         *error = absl::StrCat("--", name, "=\"", value, "\" must be a finite duration >= 1s");
         return false;
       }
+    } else if (name == "session-queues") {
+      int v = 0;
+      if (!absl::SimpleAtoi(value, &v) || v < 1 || v > 256) {
+        *error = absl::StrCat("--session-queues=\"", value, "\" must be an integer in 1..256");
+        return false;
+      }
+      flags->server.session_queues = v;
     } else if (name == "max-connection-idle") {
       if (!ParseDurationFlag(name, value, &flags->server.max_connection_idle, error)) {
         return false;
@@ -668,6 +677,7 @@ int main(int argc, char** argv) {
             << " keepalive_timeout=" << absl::FormatDuration(flags.server.keepalive_timeout)
             << " min_ping_interval=" << absl::FormatDuration(flags.server.min_ping_interval)
             << " max_connection_idle=" << absl::FormatDuration(flags.server.max_connection_idle)
+            << " session_queues=" << flags.server.session_queues
             << " default_node_timeout=" << absl::FormatDuration(reg.default_node_timeout)
             << " disconnect_grace=" << absl::FormatDuration(reg.disconnect_grace)
             << " shutdown_grace=" << absl::FormatDuration(flags.shutdown_grace) << " tls="

@@ -315,7 +315,8 @@ TEST(E2E, LimitFlags_LoggedAtStart_BadValuesRejectedNamingTheFlag) {
     EXPECT_THAT(d.proc().Stderr(),
                 AllOf(HasSubstr("max_receive_message_bytes=4194304"), HasSubstr("max_jobs=10000"),
                       HasSubstr("max_members_per_job=1000000"), HasSubstr("keepalive_time=30s"),
-                      HasSubstr("keepalive_timeout=10s"), HasSubstr("max_connection_idle=1h")));
+                      HasSubstr("keepalive_timeout=10s"), HasSubstr("max_connection_idle=1h"),
+                      HasSubstr("session_queues=16")));
   }
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"--max-receive-message-bytes", "0"},    {"--max-receive-message-bytes", "4GiB"},
@@ -326,6 +327,7 @@ TEST(E2E, LimitFlags_LoggedAtStart_BadValuesRejectedNamingTheFlag) {
       {"--max-connection-idle", "-5s"},      {"--min-ping-interval", "500ms"},
       {"--store", "bogus"},                  {"--etcd-prefix", "no-trailing-slash"},
       {"--leader-lease-ttl", "1s"},          {"--leader-lease-ttl", "2500ms"},
+      {"--session-queues", "0"},             {"--session-queues", "257"},
   };
   for (const auto& [flag, value] : bad) {
     Subprocess p("ms-rendezvousd", {"--listen", "127.0.0.1:0", flag + "=" + value}, Env{});
