@@ -476,7 +476,9 @@ void Job::Complete(Effects& fx) {
   for (int ri = 0; ri < kNumRoles; ++ri) {
     for (Member* m : by_rank_[ri]) {
       PersistMember(*m, fx);
-      // Formation may take long; liveness is judged from completion on.
+      // Formation may take long; liveness is judged from completion on, and from the moment
+      // the topology reached the member's connection once the server says so
+      // (TopologyDelivered).
       m->last_seen = std::max(m->last_seen, now);
       ArmLiveness(*m, liveness_due);
       SendTopology(*m, fx);
@@ -742,6 +744,18 @@ absl::StatusOr<HeartbeatResult> Job::Heartbeat(const MemberRef& ref) {
   (*m)->last_seen = clock_->Now();
   if (options_.metrics != nullptr) options_.metrics->OnHeartbeat();
   return HeartbeatResult{state_, params_.generation};
+}
+
+absl::Status Job::TopologyDelivered(const MemberRef& ref) {
+  absl::MutexLock l(&mu_);
+  auto m = FindMember(ref);
+  if (!m.ok()) return m.status();
+  // Only a placed member that is still judged by liveness: dead, left or failed ones are past
+  // it, and a waiting one has no topology to have been delivered.
+  if ((*m)->state == MemberState::kActive || (*m)->state == MemberState::kSuspect) {
+    (*m)->last_seen = std::max((*m)->last_seen, clock_->Now());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobState> Job::Leave(const MemberRef& ref, Effects& fx) {

@@ -132,6 +132,7 @@ class Job {
   void SessionClosed(const MemberRef& ref, const MemberSession* session, Effects& fx);
   absl::Status ReportError(const MemberRef& ref, const std::string& reason, Effects& fx);
   absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
+  absl::Status TopologyDelivered(const MemberRef& ref);
   absl::StatusOr<JobState> Leave(const MemberRef& ref, Effects& fx);
 
   // Operator abort: the job fails with `reason` and every member is told (JOB_FAILED).

@@ -338,6 +338,15 @@ absl::StatusOr<HeartbeatResult> JobRegistry::Heartbeat(const MemberRef& ref) {
   return job->Heartbeat(ref);
 }
 
+absl::Status JobRegistry::TopologyDelivered(const MemberRef& ref) {
+  std::shared_ptr<Job> job = FindJob(ref.job_id);
+  if (job == nullptr) {
+    return absl::NotFoundError(absl::StrCat("job '", ref.job_id,
+                                            "' is unknown to this daemon; join it first"));
+  }
+  return job->TopologyDelivered(ref);
+}
+
 absl::StatusOr<JobState> JobRegistry::Leave(const MemberRef& ref) {
   Effects fx;
   std::shared_ptr<Job> job = FindJob(ref.job_id);

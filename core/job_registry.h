@@ -172,6 +172,13 @@ class JobRegistry {
   // or failed job; the message says why).
   absl::StatusOr<HeartbeatResult> Heartbeat(const MemberRef& ref);
 
+  // The server handed a member's topology to its connection (a session's topology write or a
+  // unary Join's answer completed). A member starts heartbeating once it has its topology, and
+  // delivering 100,000 topologies takes seconds, so its node timeout runs from here rather than
+  // from the job's completion: the last member served does not lose that time from its first
+  // heartbeat's budget. Not a heartbeat (not counted as one). Same errors as Heartbeat.
+  absl::Status TopologyDelivered(const MemberRef& ref);
+
   // Finalizes a member: LEFT in a complete job (FINISHED once all left), withdrawn while
   // forming. Idempotent. NotFound for an unknown job/member, Aborted for a stale incarnation.
   absl::StatusOr<JobState> Leave(const MemberRef& ref);

@@ -68,19 +68,25 @@ class JoinCall {
     completed_ = true;
     if (topo.ok()) {
       TopologyToProto(*topo, response_.mutable_topology());
+      delivered_.emplace(core::MemberRef{topo->job_id, topo->role, topo->node_id,
+                                         topo->incarnation, topo->credential});
       responder_.Finish(response_, grpc::Status::OK, finish_tag_.tag());
     } else {
       responder_.FinishWithError(ToGrpc(topo.status()), finish_tag_.tag());
     }
   }
 
-  void OnFinishDone(bool) {
+  void OnFinishDone(bool ok) {
     bool release = false;
+    std::optional<core::MemberRef> delivered;
     {
       absl::MutexLock l(&mu_);
       finish_done_ = true;
       release = call_done_;
+      if (ok) delivered = std::move(delivered_);
     }
+    // The answer reached the transport: the member's node timeout runs from now.
+    if (delivered.has_value()) registry_->TopologyDelivered(*delivered).IgnoreError();
     if (release) Release();
   }
 
@@ -125,6 +131,8 @@ class JoinCall {
   bool completed_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_done_ ABSL_GUARDED_BY(mu_) = false;
   bool call_done_ ABSL_GUARDED_BY(mu_) = false;
+  // Set when the answer carries a topology: the registration it was for.
+  std::optional<core::MemberRef> delivered_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace

@@ -110,9 +110,11 @@ class SessionCall {
       end_ = status;
       if (!writing_) FinishLocked();
     }
-    // A write came back. Returns true when it was the stream's last operation.
-    bool WriteDone(bool ok) {
+    // A write came back. Returns true when it was the stream's last operation; sets
+    // `*wrote_topology` when the write was a topology that reached the transport.
+    bool WriteDone(bool ok, bool* wrote_topology) {
       absl::MutexLock l(&mu_);
+      *wrote_topology = ok && queue_.front().has_topology();
       queue_.pop_front();
       if (ok && !queue_.empty()) {
         WriteFrontLocked();
@@ -217,7 +219,13 @@ class SessionCall {
     MaybeRelease(sink_->OpDone());
   }
 
-  void OnWriteDone(bool ok) { MaybeRelease(sink_->WriteDone(ok)); }
+  void OnWriteDone(bool ok) {
+    bool wrote_topology = false;
+    const bool last = sink_->WriteDone(ok, &wrote_topology);
+    // The member starts heartbeating once it has its topology: its node timeout runs from now.
+    if (wrote_topology && ref_.has_value()) registry_->TopologyDelivered(*ref_).IgnoreError();
+    MaybeRelease(last);
+  }
 
   void OnFinishDone(bool) { MaybeRelease(sink_->OpDone()); }
 

@@ -229,6 +229,41 @@ TEST_F(LivenessTest, Heartbeat_PostponesDeath_DeadlineReArmedLazily) {
   EXPECT_EQ(Info(0).state, MemberState::kDead);
 }
 
+// Delivering 100,000 topologies takes seconds; a member heartbeats from its topology on, so its
+// node timeout runs from the delivery the server reports, not from the job's completion.
+TEST_F(LivenessTest, TopologyDelivered_NodeTimeoutRunsFromDelivery) {
+  auto ms = JoinAll(2);  // complete at t=0; node timeout 30 s
+  Advance(absl::Seconds(10));
+  ASSERT_THAT(reg_->TopologyDelivered(ms[1].ref), IsOk());  // rank 1 served at t=10
+  Advance(absl::Seconds(20));                                 // t=30
+  EXPECT_EQ(Info(0).state, MemberState::kDead);  // silent since completion
+  EXPECT_EQ(Info(1).state, MemberState::kFailed);  // the job failed; rank 1 was not found dead
+  EXPECT_THAT(Info(0).reason, HasSubstr("no heartbeat for 30s"));
+}
+
+TEST_F(LivenessTest, TopologyDelivered_PostponesDeath_IsNotAHeartbeat) {
+  auto ms = JoinAll(1);
+  Advance(absl::Seconds(10));
+  ASSERT_THAT(reg_->TopologyDelivered(ms[0].ref), IsOk());
+  Advance(absl::Seconds(29));  // t=39: 29 s since delivery
+  EXPECT_EQ(Info(0).state, MemberState::kActive);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(Info(0).state, MemberState::kDead);
+  EXPECT_THAT(Info(0).reason, HasSubstr("no heartbeat for 30s"));
+}
+
+TEST_F(LivenessTest, TopologyDelivered_ForgedOrUnknown_RejectedNothingChanged) {
+  auto ms = JoinAll(1);
+  MemberRef forged = ms[0].ref;
+  forged.credential = std::string(forged.credential.size(), 'x');
+  EXPECT_THAT(reg_->TopologyDelivered(forged), StatusIs(absl::StatusCode::kPermissionDenied));
+  MemberRef unknown = ms[0].ref;
+  unknown.job_id = "nope";
+  EXPECT_THAT(reg_->TopologyDelivered(unknown), StatusIs(absl::StatusCode::kNotFound));
+  Advance(absl::Seconds(30));  // the forged call did not postpone anything
+  EXPECT_EQ(Info(0).state, MemberState::kDead);
+}
+
 TEST_F(LivenessTest, NegativeNodeTimeout_SilenceIsNeverDeath) {
   MemberSpec s = Spec("0", 1);
   s.node_timeout_ms = -1;
