@@ -103,6 +103,8 @@ struct RendezvousServer::Impl {
     malloc_trim(0);
   }
 
+  static constexpr absl::Duration kDeadlineBatching = absl::Milliseconds(10);
+
   // Drives the registry's timers: sleeps until the earliest deadline (or until a Join adds an
   // earlier one), then lets the registry process what is due. One thread for the whole daemon.
   void DeadlineLoop() {
@@ -120,6 +122,11 @@ struct RendezvousServer::Impl {
         absl::Duration d = wake_at == core::MonoTime::max()
                                ? absl::Seconds(1)
                                : std::min(absl::Seconds(1), core::ToDuration(wake_at - now));
+        // Deadlines due within kDeadlineBatching of each other are processed in one wake-up.
+        // 100,000 members with a 15 s node timeout have a liveness deadline every ~0.15 ms;
+        // sleeping exactly until each cost ~3,000 wake-ups/s and 4.5% of a core. A deadline
+        // fires at most this late; an earlier one added meanwhile still wakes us (Wake).
+        d = std::max(d, kDeadlineBatching);
         cv.WaitWithTimeout(&mu, d);
       }
       if (stopping) return;
@@ -189,6 +196,10 @@ absl::StatusOr<std::unique_ptr<RendezvousServer>> RendezvousServer::Start(Server
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              ClampMs(options.min_ping_interval));
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
+  // Bandwidth-delay probing sizes flow-control windows for bulk transfers; every request here
+  // is a few hundred bytes at most, and the probes cost a PING and its ack per connection
+  // whenever data arrives (250 PINGs/s with 100,000 heartbeating sessions on 1,000 connections).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
   if (options.max_connection_idle != absl::InfiniteDuration()) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
                                ClampMs(options.max_connection_idle));

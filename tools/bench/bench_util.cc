@@ -123,11 +123,11 @@ void SessionStream::Leave(const v1::MemberRef& ref) {
   if (writes_.size() == 1) StartWrite(&writes_.front());
 }
 
-int64_t SessionStream::Heartbeat(const v1::MemberRef& ref) {
+int64_t SessionStream::Heartbeat() {
   std::lock_guard<std::mutex> lock(mu_);
   if (reads_ended_) return -1;
   v1::SessionRequest heartbeat;
-  *heartbeat.mutable_heartbeat()->mutable_member() = ref;
+  heartbeat.mutable_heartbeat();  // the session names the member, as in the client library
   const size_t queued = writes_.size();
   writes_.push_back(std::move(heartbeat));
   if (queued == 0) StartWrite(&writes_.front());

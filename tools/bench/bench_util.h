@@ -91,7 +91,7 @@ class SessionStream : public grpc::ClientBidiReactor<v1::SessionRequest, v1::Ses
   // Proof of life (no answer). Queued behind any write in flight; returns the number of writes
   // that were already queued (0: the stream's writer was idle), or -1 when the stream is ending
   // and nothing was sent.
-  int64_t Heartbeat(const v1::MemberRef& ref);
+  int64_t Heartbeat();
   // Breaks the stream as a killed process would (RST_STREAM: the daemon sees it drop).
   void Cancel() { ctx_.TryCancel(); }
 

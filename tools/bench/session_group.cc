@@ -184,15 +184,9 @@ uint64_t SessionGroup::LeaveAll(std::string* first_error) {
 }
 
 int64_t SessionGroup::Heartbeat(uint32_t i) {
-  v1::MemberRef ref;
-  ref.set_job_id(spec_.job_id);
-  ref.set_role(v1::ROLE_WORKER);
-  ref.set_node_id(NodeId(i));
-  ref.set_incarnation(members_[i].topology.incarnation());
-  ref.set_credential(members_[i].topology.credential());
   std::lock_guard<std::mutex> lock(streams_mu_);
   if (!open_[i] || streams_[i].empty()) return -1;
-  return streams_[i].back()->Heartbeat(ref);
+  return streams_[i].back()->Heartbeat();
 }
 
 void SessionGroup::OnTopology(SessionStream* s, const v1::Topology& t) {
