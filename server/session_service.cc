@@ -5,9 +5,9 @@
 // every operation in flight holds a tag on its completion queue, and Debian's libgrpc (built
 // without NDEBUG) searches a queue's outstanding tags linearly on every completion. The
 // callback API puts every call of the process on one shared queue, so with 100,000 sessions
-// (two tags each: the pending read and the call's completion) each heartbeat cost a 200,000-entry
-// scan, more than half the daemon's CPU. Spread over SessionServer's queues the scan is a
-// fraction of that.
+// (two tags each then: the pending read and the call's completion) each heartbeat cost a
+// 200,000-entry scan, more than half the daemon's CPU. Spread over SessionServer's queues, with
+// one tag per idle stream (its pending read), the scan is a small fraction of that.
 #include <deque>
 #include <memory>
 #include <optional>
@@ -38,7 +38,9 @@ class SessionCall {
   static void Post(RendezvousService* service, core::JobRegistry* registry,
                    grpc::ServerCompletionQueue* cq) {
     auto* call = new SessionCall(service, registry, cq);
-    call->ctx_.AsyncNotifyWhenDone(call->done_tag_.tag());
+    // No AsyncNotifyWhenDone: its tag would sit on the queue for the stream's whole life and
+    // double what every completion searches (see above). The stream always has a read pending
+    // until it ends, and a cancelled stream fails that read, so cancellation is seen anyway.
     service->RequestSession(&call->ctx_, &call->stream_, cq, cq, call->request_tag_.tag());
   }
 
@@ -133,12 +135,12 @@ class SessionCall {
       call_->stream_.Read(request, call_->read_tag_.tag());
       return true;
     }
-    // An operation other than a write came back (`call_done`: it was the call's completion).
-    // Returns true when the stream has nothing in flight any more and is over: the caller then
-    // deletes the call; every later call of the core is dropped.
-    bool OpDone(bool call_done = false) {
+    // An operation other than a write came back (`finish_done`: it was Finish). Returns true
+    // when the stream has nothing in flight any more and is over (Finish came back): the
+    // caller then deletes the call; every later call of the core is dropped.
+    bool OpDone(bool finish_done = false) {
       absl::MutexLock l(&mu_);
-      if (call_done) call_done_ = true;
+      if (finish_done) finish_done_ = true;
       return OpDoneLocked();
     }
     bool ended() {
@@ -163,7 +165,7 @@ class SessionCall {
     }
     bool OpDoneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       --in_flight_;
-      if (in_flight_ > 0 || !call_done_) return false;
+      if (in_flight_ > 0 || !finish_done_) return false;
       call_ = nullptr;
       return true;
     }
@@ -174,9 +176,10 @@ class SessionCall {
     bool writing_ ABSL_GUARDED_BY(mu_) = false;
     bool finished_ ABSL_GUARDED_BY(mu_) = false;
     bool core_ended_ ABSL_GUARDED_BY(mu_) = false;
-    // Operations in flight; the call's completion counts as one from the start of the stream.
-    int in_flight_ ABSL_GUARDED_BY(mu_) = 1;
-    bool call_done_ ABSL_GUARDED_BY(mu_) = false;
+    // Operations in flight (read, write, Finish). The stream is over once Finish came back and
+    // nothing else is in flight.
+    int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+    bool finish_done_ ABSL_GUARDED_BY(mu_) = false;
     std::optional<RpcTimer> join_timer_ ABSL_GUARDED_BY(mu_);
     std::optional<absl::Status> end_ ABSL_GUARDED_BY(mu_);
   };
@@ -199,7 +202,6 @@ class SessionCall {
       observer_ = o;
       o->OnSessionOpened();
     }
-    // The sink counts the call's completion (done_tag_) as in flight from the start.
     sink_->StartRead(&request_);
   }
 
@@ -227,16 +229,7 @@ class SessionCall {
     MaybeRelease(last);
   }
 
-  void OnFinishDone(bool) { MaybeRelease(sink_->OpDone()); }
-
-  // The call is over: finished, or cancelled (client gone, deadline, server shutdown).
-  void OnCallDone(bool) {
-    if (ctx_.IsCancelled()) {
-      LostSession();
-      sink_->End(absl::CancelledError("session cancelled"));
-    }
-    MaybeRelease(sink_->OpDone(/*call_done=*/true));
-  }
+  void OnFinishDone(bool) { MaybeRelease(sink_->OpDone(/*finish_done=*/true)); }
 
   void MaybeRelease(bool last) {
     if (!last) return;
@@ -330,7 +323,6 @@ class SessionCall {
   MethodTag<SessionCall> read_tag_{this, &SessionCall::OnReadDone};
   MethodTag<SessionCall> write_tag_{this, &SessionCall::OnWriteDone};
   MethodTag<SessionCall> finish_tag_{this, &SessionCall::OnFinishDone};
-  MethodTag<SessionCall> done_tag_{this, &SessionCall::OnCallDone};
   std::string peer_host_;
   std::string job_token_;  // x-ms-job-token of the stream (checked at join by the core)
   std::shared_ptr<Sink> sink_;
