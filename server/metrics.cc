@@ -169,7 +169,19 @@ void Metrics::OnMemberDead(core::DeathKind kind, absl::Duration latency) {
 void Metrics::OnKvOp(core::KvOp op) { kv_ops_[static_cast<int>(op)]->Increment(); }
 
 void Metrics::OnRpcDone(const char* method, absl::Duration latency) {
-  rpc_latency_->Add({{"method", method}}, RpcBuckets()).Observe(absl::ToDoubleSeconds(latency));
+  prometheus::Histogram* h = nullptr;
+  {
+    absl::ReaderMutexLock l(&rpc_mu_);
+    auto it = rpc_by_method_.find(method);
+    if (it != rpc_by_method_.end()) h = it->second;
+  }
+  if (h == nullptr) {
+    absl::MutexLock l(&rpc_mu_);
+    auto [it, added] = rpc_by_method_.try_emplace(method, nullptr);
+    if (added) it->second = &rpc_latency_->Add({{"method", method}}, RpcBuckets());
+    h = it->second;
+  }
+  h->Observe(absl::ToDoubleSeconds(latency));
 }
 
 void Metrics::OnSessionOpened() { sessions_->Increment(); }

@@ -10,7 +10,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "core/job_registry.h"
 #include "core/metrics_sink.h"
 #include "server/rpc_observer.h"
@@ -69,6 +72,12 @@ class Metrics final : public core::MetricsSink, public RpcObserver {
   prometheus::Histogram* detection_latency_ = nullptr;
   std::array<prometheus::Counter*, 9> kv_ops_{};
   prometheus::Family<prometheus::Histogram>* rpc_latency_ = nullptr;
+  // rpc_latency_'s histogram per method name. Family::Add builds a label map and hashes it
+  // under the family's lock on every call (a heartbeat paid that); method names are string
+  // literals, so their address finds the histogram once it was added.
+  absl::Mutex rpc_mu_;
+  absl::flat_hash_map<const char*, prometheus::Histogram*> rpc_by_method_
+      ABSL_GUARDED_BY(rpc_mu_);
   prometheus::Gauge* sessions_ = nullptr;
 };
 
