@@ -31,3 +31,11 @@ add_test(NAME tools_export
          COMMAND bash ${MSR_TOOLS_SRC}/tools/ctl/testing/export_test.sh
                  $<TARGET_FILE_DIR:ms-rendezvousctl> $<TARGET_FILE:export_test_ranktable_check>)
 set_tests_properties(tools_export PROPERTIES TIMEOUT 120 LABELS "e2e;tools")
+
+# The bench's resume retry timing (RetryScheduler, tools/bench/bench_util.cc) against real
+# channels: a retry runs once, when the channel is READY or at the end of its backoff.
+msr_integration_test(tools_bench_retry_test integration/bench_retry_test.cc
+                     ${MSR_TOOLS_SRC}/tools/bench/bench_util.cc)
+target_link_libraries(tools_bench_retry_test PRIVATE ms_rendezvous_proto absl::synchronization
+                                                     absl::time absl::strings
+                                                     absl::random_random Threads::Threads)

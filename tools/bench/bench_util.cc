@@ -212,4 +212,56 @@ absl::Duration JitteredBackoff(uint32_t attempt) {
   return base * absl::Uniform(gen, 0.5, 1.5);
 }
 
+RetryScheduler::RetryScheduler() : watch_thread_([this] { RunWatches(); }) {}
+
+RetryScheduler::~RetryScheduler() {
+  stopping_ = true;
+  // Every watch has a deadline (its due time), so gRPC hands each back within a backoff period.
+  while (watches_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  cq_.Shutdown();
+  watch_thread_.join();
+}
+
+bool RetryScheduler::Fire(Pending& p) {
+  if (p.fired.exchange(true)) return false;  // the other trigger came first
+  p.fn();
+  return true;
+}
+
+void RetryScheduler::Schedule(grpc::Channel* channel, int64_t due_ns, std::function<void()> fn) {
+  auto pending = std::make_shared<Pending>();
+  pending->fn = std::move(fn);
+  timer_.At(due_ns, [pending] { Fire(*pending); });
+  if (channel == nullptr) return;
+  // try_to_connect: an IDLE channel (its connection just closed) starts connecting now, as
+  // WaitBeforeRetry's GetState(true) does.
+  const grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
+  if (state == GRPC_CHANNEL_READY) return;  // connected: the daemon refused; full backoff
+  Arm(new Watch{std::move(pending), channel, due_ns}, state);
+}
+
+void RetryScheduler::Arm(Watch* w, grpc_connectivity_state last) {
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::nanoseconds(std::max<int64_t>(0, w->due_ns - NowNs()));
+  ++watches_;
+  w->channel->NotifyOnStateChange(last, deadline, &cq_, w);
+}
+
+void RetryScheduler::RunWatches() {
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq_.Next(&tag, &ok)) {
+    std::unique_ptr<Watch> w(static_cast<Watch*>(tag));
+    --watches_;
+    // !ok: the deadline passed without a change (the timer runs the retry).
+    if (!ok || w->pending->fired.load() || stopping_) continue;
+    const grpc_connectivity_state state = w->channel->GetState(/*try_to_connect=*/true);
+    if (state == GRPC_CHANNEL_READY) {
+      if (Fire(*w->pending)) ++woken_by_ready_;
+    } else if (NowNs() < w->due_ns) {
+      Arm(w.release(), state);  // CONNECTING, or failed again: keep watching until due
+    }
+  }
+}
+
 }  // namespace ms_rendezvous::bench

@@ -143,6 +143,50 @@ class TimerThread {
 // Client-library backoff: 50 ms doubling to 2 s, each wait scaled by a uniform [0.5, 1.5).
 absl::Duration JitteredBackoff(uint32_t attempt);
 
+// A member's next reconnect attempt, timed as the client library's WaitBeforeRetry times it: at
+// the end of its backoff, or as soon as its channel is READY (the daemon is back), whichever
+// comes first. While the daemon is down gRPC keeps the channel in TRANSIENT_FAILURE and retries
+// the connection on its own (cheap) schedule; an attempt made then fails at once with the last
+// connect error, so a backoff timer alone fires after the daemon is back only by chance, up to
+// 3 s late (2 s x 1.5). A channel that is already READY when the wait starts means the daemon
+// itself refused: then the backoff runs in full.
+class RetryScheduler {
+ public:
+  RetryScheduler();
+  // Runs nothing still pending; waits for gRPC to return the channel watches (each ends at its
+  // due time at the latest).
+  ~RetryScheduler();
+
+  // Runs `fn` exactly once, on this scheduler's threads: at `due_ns` (NowNs() clock) or when
+  // `channel` (may be null: backoff only; must outlive the scheduler) reports READY, whichever
+  // is first. `fn` must not block.
+  void Schedule(grpc::Channel* channel, int64_t due_ns, std::function<void()> fn);
+
+  // Retries run because the channel became READY before the backoff ended (for reports/tests).
+  uint64_t woken_by_ready() const { return woken_by_ready_.load(); }
+
+ private:
+  struct Pending {
+    std::atomic<bool> fired{false};
+    std::function<void()> fn;
+  };
+  struct Watch {
+    std::shared_ptr<Pending> pending;
+    grpc::Channel* channel;
+    int64_t due_ns;
+  };
+  static bool Fire(Pending& p);
+  void Arm(Watch* w, grpc_connectivity_state last);
+  void RunWatches();
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> woken_by_ready_{0};
+  std::atomic<int64_t> watches_{0};  // handed to gRPC and not returned yet
+  grpc::CompletionQueue cq_;
+  TimerThread timer_;
+  std::thread watch_thread_;
+};
+
 }  // namespace ms_rendezvous::bench
 
 #endif  // MS_RENDEZVOUS_TOOLS_BENCH_BENCH_UTIL_H_

@@ -222,11 +222,17 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
   }
   const uint32_t n = o.members;
   auto group = std::make_unique<SessionGroup>(connected->raw, SpecOf(o));
+  std::vector<grpc::Channel*> channels;
+  for (auto& ch : connected->channels) channels.push_back(ch.get());
+  group->SetChannels(std::move(channels));
   double join_s = 0;
   LOG(INFO) << "joining " << n << " session members to job " << o.job_id;
   std::string join_problem = JoinAll(*group, &join_s);
 
   int64_t kill_ns = 0, up_ns = 0, last_ns = 0;
+  // CPU seconds from the kill until every member resumed: the restarted daemon's (all of its
+  // life: start-up, state load, 10k reconnects) and this process's (the members' side).
+  double daemon_cpu_s = 0, bench_cpu_s = 0;
   uint64_t resumed = 0, rank_changes = 0, generation_changes = 0, errors = 0, attempts = 0;
   std::string first_error;
   std::vector<int64_t> from_up;
@@ -237,6 +243,7 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
     LOG(INFO) << "kill -9 of the daemon (pid " << daemon->pid() << "), restart on "
               << daemon->address();
     kill_ns = NowNs();
+    const double bench_cpu_at_kill = CpuSeconds();
     daemon->Kill();
     // The restart runs beside the members' resume attempts, which retry (jittered backoff)
     // while the port is not up yet.
@@ -246,7 +253,12 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
     });
     group->ResumeAll(NowNs() + absl::ToInt64Nanoseconds(o.timeout));
     restarter.join();
-    if (!restarted.ok()) problems.push_back(std::string(restarted.message()));
+    bench_cpu_s = CpuSeconds() - bench_cpu_at_kill;
+    if (!restarted.ok()) {
+      problems.push_back(std::string(restarted.message()));
+    } else if (absl::StatusOr<ProcStats> st = ReadProcStats(daemon->pid()); st.ok()) {
+      daemon_cpu_s = st->cpu_s;
+    }
     for (uint32_t i = 0; i < n; ++i) {
       const MemberState& m = group->member(i);
       attempts += m.attempts - 1;  // the join does not count
@@ -282,6 +294,7 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
   const double resume_s = last_ns ? static_cast<double>(last_ns - kill_ns) / 1e9 : 0;
   const double resume_from_up_s = last_ns ? static_cast<double>(last_ns - up_ns) / 1e9 : 0;
   const double p50 = PercentileMs(from_up, 0.5), p99 = PercentileMs(from_up, 0.99);
+  const uint64_t woken_by_ready = group->retries_woken_by_ready();
   group.reset();
   connected->stubs.clear();
   connected->channels.clear();
@@ -297,6 +310,9 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
   table.AddRow({"port up -> all resumed", absl::StrFormat("%.3f s", resume_from_up_s)});
   table.AddRow({"resume after port up p50 / p99", absl::StrFormat("%.1f / %.1f ms", p50, p99)});
   table.AddRow({"resume attempts (incl. retries)", absl::StrCat(attempts)});
+  table.AddRow({"  started early: channel READY", absl::StrCat(woken_by_ready)});
+  table.AddRow({"CPU kill -> all resumed: daemon / bench",
+                absl::StrFormat("%.2f / %.2f s", daemon_cpu_s, bench_cpu_s)});
   table.AddRow({"resumed", absl::StrCat(resumed, " of ", n)});
   table.AddRow({"rank / generation changes", absl::StrCat(rank_changes, " / ", generation_changes)});
   table.AddRow({"errors", absl::StrCat(errors)});
@@ -317,6 +333,8 @@ int RunRestart(const LivenessOptions& o, LocalDaemon* daemon) {
   w.Key("attempts").Uint(attempts);
   w.Key("errors").Uint(errors);
   w.Key("join_s").Double(join_s, 4);
+  w.Key("daemon_cpu_s").Double(daemon_cpu_s, 3);
+  w.Key("bench_cpu_s").Double(bench_cpu_s, 3);
   w.EndObject();
   Finish(problems, table, w);
   if (!problems.empty()) daemon->KeepLogs();

@@ -22,7 +22,7 @@ SessionGroup::SessionGroup(std::vector<v1::Rendezvous::Stub*> stubs, GroupSpec s
       open_(new std::atomic<bool>[spec_.members]),
       resume_started_(new std::atomic<bool>[spec_.members]),
       leaving_(new std::atomic<bool>[spec_.members]),
-      timer_(std::make_unique<TimerThread>()) {
+      retry_(std::make_unique<RetryScheduler>()) {
   for (uint32_t i = 0; i < spec_.members; ++i) {
     open_[i] = false;
     resume_started_[i] = false;
@@ -36,7 +36,7 @@ SessionGroup::SessionGroup(std::vector<v1::Rendezvous::Stub*> stubs, GroupSpec s
 
 SessionGroup::~SessionGroup() {
   closing_ = true;
-  timer_.reset();  // no resume attempt starts from here on
+  retry_.reset();  // no resume attempt starts from here on
   {
     std::lock_guard<std::mutex> lock(streams_mu_);
     for (uint32_t i = 0; i < spec_.members; ++i) {
@@ -121,10 +121,16 @@ void SessionGroup::ResumeAll(int64_t deadline_ns) {
   phase_ = Phase::kResume;
   for (uint32_t i = 0; i < n; ++i) {
     // A stream still open has not seen the daemon go yet; its OnDone starts the resume.
-    if (!open_[i] && !resume_started_[i].exchange(true)) TryResume(i);
+    if (!open_[i] && !resume_started_[i].exchange(true)) ScheduleResume(i, JitteredBackoff(0));
   }
   pending_->Wait();
   phase_ = Phase::kHold;
+}
+
+void SessionGroup::ScheduleResume(uint32_t i, absl::Duration backoff) {
+  grpc::Channel* channel = channels_.empty() ? nullptr : channels_[i % channels_.size()];
+  retry_->Schedule(channel, NowNs() + absl::ToInt64Nanoseconds(backoff),
+                   [this, i] { TryResume(i); });
 }
 
 void SessionGroup::TryResume(uint32_t i) {
@@ -232,13 +238,14 @@ void SessionGroup::OnDone(SessionStream* s, const grpc::Status& status) {
       break;
     case Phase::kResume:
       if (!s->resume) {
-        // The pre-restart stream noticed the daemon went away: start resuming.
-        if (!resume_started_[i].exchange(true)) TryResume(i);
+        // The pre-restart stream noticed the daemon went away: start resuming after the
+        // client library's first wait (50 ms x [0.5, 1.5), shorter once the channel is READY).
+        if (!resume_started_[i].exchange(true)) ScheduleResume(i, JitteredBackoff(0));
       } else if (!had_topology) {
         if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
             NowNs() < resume_deadline_ns_.load() && !closing_) {
-          timer_->At(NowNs() + absl::ToInt64Nanoseconds(JitteredBackoff(m.attempts >= 2 ? m.attempts - 2 : 0)),
-                     [this, i] { TryResume(i); });
+          // attempts counts the join too: after the n-th resume attempt the n+1-th wait.
+          ScheduleResume(i, JitteredBackoff(m.attempts >= 1 ? m.attempts - 1 : 0));
         } else {
           pending_->Done();  // gave up: status says why
         }

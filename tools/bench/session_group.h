@@ -51,6 +51,10 @@ class SessionGroup {
  public:
   // `stubs`: member i uses stubs[i % size].
   SessionGroup(std::vector<v1::Rendezvous::Stub*> stubs, GroupSpec spec);
+  // The channels behind `stubs` (same order; they must outlive the group). With them a resume
+  // waiting out its backoff starts as soon as its channel is READY, as the client library's does;
+  // without them it waits out the backoff in full.
+  void SetChannels(std::vector<grpc::Channel*> channels) { channels_ = std::move(channels); }
   ~SessionGroup();  // cancels open streams and waits for them
 
   const GroupSpec& spec() const { return spec_; }
@@ -73,6 +77,8 @@ class SessionGroup {
 
   // After a daemon restart: every member whose stream ended resumes (new stream, resume with
   // its member ref and generation), retrying UNAVAILABLE with jittered backoff until `deadline_ns`.
+  // Each attempt, the first included, follows a backoff wait that ends early once the member's
+  // channel is READY (see RetryScheduler), as in the client library.
   // Returns when each resumed (topology again) or gave up.
   void ResumeAll(int64_t deadline_ns);
 
@@ -84,6 +90,8 @@ class SessionGroup {
   int64_t Heartbeat(uint32_t i);
   // Heartbeats written to the transport so far (by every member).
   uint64_t heartbeats_written() const { return heartbeats_written_.load(); }
+  // Resume attempts started early because the member's channel became READY.
+  uint64_t retries_woken_by_ready() const { return retry_->woken_by_ready(); }
 
  private:
   enum class Phase { kJoin, kHold, kResume, kLeave };
@@ -92,8 +100,11 @@ class SessionGroup {
   void OnEvent(SessionStream* s, const v1::JobEvent& e);
   void OnDone(SessionStream* s, const grpc::Status& status);
   void TryResume(uint32_t i);
+  // Member i's next resume attempt after `backoff` or once its channel is READY.
+  void ScheduleResume(uint32_t i, absl::Duration backoff);
 
   const std::vector<v1::Rendezvous::Stub*> stubs_;
+  std::vector<grpc::Channel*> channels_;
   const GroupSpec spec_;
   SessionStream::Callbacks callbacks_;
   std::unique_ptr<MemberState[]> members_;
@@ -109,7 +120,7 @@ class SessionGroup {
   std::atomic<int64_t> resume_deadline_ns_{0};
   std::unique_ptr<Countdown> pending_;  // of the current phase
   std::function<void(uint32_t)> on_joined_;  // of JoinAll
-  std::unique_ptr<TimerThread> timer_;
+  std::unique_ptr<RetryScheduler> retry_;
   std::mutex streams_mu_;
 };
 

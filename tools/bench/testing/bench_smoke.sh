@@ -77,7 +77,8 @@ json_is '^\{"scenario":"failure","members":5,"connections":5,"grace_s":0\.05,.*"
 run_bench restart --members 40 --connections 8
 re='^\{"scenario":"restart","members":40,"connections":8,"restart_s":'$num',"resume_s":'$num
 re+=',"resume_from_up_s":'$snum',"p50_ms":'$snum',"p99_ms":'$snum',"resumed":40,"rank_changes":0'
-re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,"join_s":'$num'\}$'
+re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,"join_s":'$num',"daemon_cpu_s":'$num
+re+=',"bench_cpu_s":'$num'\}$'
 json_is "$re"
 
 # kv: 4 clients Set and Get 400 keys; 30 parked Gets of one key all released with the value.
