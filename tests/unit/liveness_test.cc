@@ -297,6 +297,41 @@ TEST_F(LivenessTest, Recovery_DeadMemberRejoins_SameRankJobRunsAgainSurvivorsTol
               StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
 }
 
+// A recovered member may come back from another host: its record, the job's per-host counts
+// and the summary follow the new address (the old host is forgotten when nobody is left on it).
+TEST_F(LivenessTest, Recovery_OnAnotherHost_HostCountsAndRecordFollow) {
+  auto ms = JoinAll(4, /*recovery=*/true);
+  const uint32_t hosts_before = reg_->GetJob("j")->hosts_total;
+  reg_->SessionClosed(ms[2].ref, ms[2].session.get());
+  Advance(absl::Seconds(2));
+  ASSERT_EQ(reg_->GetJob("j")->state, JobState::kDegraded);
+
+  MemberSpec moved = Spec("2", 4, /*recovery=*/true);
+  moved.host = "10.9.9.9";
+  moved.host_name = "spare-node";
+  Member back = Join(moved);
+  ASSERT_EQ(back.session->NumTopologies(), 1u);
+  EXPECT_EQ(back.session->LastTopology()->rank, 2u);
+  EXPECT_EQ(back.session->LastTopology()->host, "10.9.9.9");
+  EXPECT_EQ(back.session->LastTopology()->credential, back.ref.credential);
+  const MemberInfo info = Info(2);
+  EXPECT_EQ(info.host, "10.9.9.9");
+  EXPECT_EQ(info.host_name, "spare-node");
+  auto job = reg_->GetJob("j");
+  // Node "2" was alone on 10.0.0.3 ('2' % 4 == 2): that host is gone, 10.9.9.9 is new.
+  EXPECT_EQ(job->hosts_total, hosts_before);
+  bool found = false;
+  for (const HostSummary& h : job->hosts) {
+    EXPECT_NE(h.host, "10.0.0.3");
+    if (h.host == "10.9.9.9") {
+      found = true;
+      EXPECT_EQ(h.members, 1u);
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_THAT(reg_->Heartbeat(back.ref), IsOk());
+}
+
 TEST_F(LivenessTest, Recovery_RestartedBeforeGrace_ReplacesSuspectAtOnce) {
   auto ms = JoinAll(2, /*recovery=*/true);
   reg_->SessionClosed(ms[1].ref, ms[1].session.get());
