@@ -8,8 +8,9 @@
 //   * NodePool / PoolAllocator: a job's member records are carved from chunks of many records;
 //   * StringInterner: job-wide strings shared by many members (host address, host name) are
 //     stored once per job, members point at them;
-//   * InlineString: a fixed-size string (the member credential, 32 hex characters) lives inside
-//     the record instead of in a heap block of its own.
+//   * InlineString: a short string (the member credential, 32 hex characters; a node id of up
+//     to 40, e.g. a UUID) lives inside the record, or the timer, instead of in a heap block of
+//     its own.
 #ifndef MS_RENDEZVOUS_CORE_COMPACT_H_
 #define MS_RENDEZVOUS_CORE_COMPACT_H_
 
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "absl/container/node_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
 
 namespace ms_rendezvous::core {
@@ -180,7 +182,10 @@ template <size_t N>
 class InlineString {
  public:
   InlineString() = default;
-  explicit InlineString(absl::string_view s) { Assign(s); }
+  // Implicit, like std::string's: it stands in for one (node ids, timer names).
+  InlineString(absl::string_view s) { Assign(s); }          // NOLINT
+  InlineString(const std::string& s) { Assign(s); }         // NOLINT
+  InlineString(const char* s) { Assign(absl::string_view(s)); }  // NOLINT
   InlineString(const InlineString& other) { Assign(other.view()); }
   InlineString& operator=(const InlineString& other) {
     if (this != &other) Assign(other.view());
@@ -190,12 +195,19 @@ class InlineString {
     Assign(s);
     return *this;
   }
+  InlineString& operator=(const std::string& s) { return *this = absl::string_view(s); }
+  InlineString& operator=(const char* s) { return *this = absl::string_view(s); }
   ~InlineString() { FreeHeap(); }
 
   absl::string_view view() const {
     return size_ <= N ? absl::string_view(buf_, size_) : absl::string_view(heap_, size_);
   }
   std::string str() const { return std::string(view()); }
+  operator absl::string_view() const { return view(); }  // NOLINT
+  friend bool operator==(const InlineString& a, const InlineString& b) {
+    return a.view() == b.view();
+  }
+  friend bool operator!=(const InlineString& a, const InlineString& b) { return !(a == b); }
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
 
@@ -222,6 +234,22 @@ class InlineString {
     char buf_[N];
     char* heap_;
   };
+};
+
+// A node id (or barrier name): at most 128 characters, usually a small number, a host-derived
+// name or a 36-character UUID (the client's default). Up to 40 are stored inline, so a member's
+// id costs no heap block of its own in its record or in its liveness timer.
+using NodeId = InlineString<40>;
+
+// Transparent hash and equality over string views, for maps keyed by NodeId that are looked up
+// with std::string or absl::string_view.
+struct StringViewHash {
+  using is_transparent = void;
+  size_t operator()(absl::string_view s) const { return absl::Hash<absl::string_view>()(s); }
+};
+struct StringViewEq {
+  using is_transparent = void;
+  bool operator()(absl::string_view a, absl::string_view b) const { return a == b; }
 };
 
 }  // namespace ms_rendezvous::core

@@ -17,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/compact.h"
 #include "core/types.h"
 
 namespace ms_rendezvous::core {
@@ -41,7 +42,7 @@ struct Deadline {
   uint64_t job_uid;  // the incarnation of the job id the timer belongs to
   // Member timers only.
   Role role = Role::kWorker;
-  std::string node_id = {};
+  NodeId node_id = {};  // inline: 100,000 liveness timers are armed at once at formation
   uint64_t incarnation = 0;
   uint64_t waiter_id = 0;  // kKvWaiter only
 };

@@ -114,7 +114,7 @@ MemberRecord Job::RecordOf(const Member& m) const {
   MemberRecord r;
   r.job_id = params_.id;
   r.role = m.role;
-  r.node_id = m.node_id;
+  r.node_id = std::string(m.node_id);
   r.host = *m.host;
   r.host_name = *m.host_name;
   r.device_id = m.device_id;
@@ -176,7 +176,8 @@ void Job::SendRegistered(Member& m, Effects& fx) {
   if (!m.session.has_value()) return;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session,
-          ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation, m.credential.str()}] {
+          ref = MemberRef{params_.id, m.role, std::string(m.node_id), m.incarnation,
+                         m.credential.str()}] {
     order->Deliver(seq, [session, ref] { session->OnRegistered(ref); });
   });
 }
@@ -326,7 +327,7 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   auto [it, inserted] = members_[ri].try_emplace(spec.node_id);
   Member& m = it->second;
   if (inserted) ++member_counts_[static_cast<int>(MemberState::kWaiting)];
-  m.node_id = spec.node_id;
+  m.node_id = it->first.view();
   m.host = hosts_.Acquire(spec.host);
   m.host_name = host_names_.Acquire(spec.host_name);
   m.device_id = spec.device_id;
@@ -515,7 +516,7 @@ DeadMember Job::DeadOf(const Member& m, MonoTime now) const {
   DeadMember d;
   d.role = m.role;
   if (m.has_rank) d.rank = m.placement.rank;
-  d.node_id = m.node_id;
+  d.node_id = std::string(m.node_id);
   d.host = *m.host;
   d.last_seen_ago = ToDuration(now - m.last_seen);
   d.reason = m.reason;
@@ -647,7 +648,7 @@ absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
   return &it->second;
 }
 
-Job::Member* Job::FindMember(Role role, const std::string& node_id, uint64_t incarnation) {
+Job::Member* Job::FindMember(Role role, absl::string_view node_id, uint64_t incarnation) {
   auto& members = members_[RoleIndex(role)];
   auto it = members.find(node_id);
   if (it == members.end() || it->second.incarnation != incarnation) return nullptr;
@@ -921,8 +922,9 @@ std::string Job::MissingDescription() {
 void Job::RestoreMember(const MemberRecord& r) {
   absl::MutexLock l(&mu_);
   const int ri = RoleIndex(r.role);
-  Member& m = members_[ri][r.node_id];
-  m.node_id = r.node_id;
+  auto it = members_[ri].try_emplace(r.node_id).first;
+  Member& m = it->second;
+  m.node_id = it->first.view();
   m.host = hosts_.Acquire(r.host);
   m.host_name = host_names_.Acquire(r.host_name);
   m.device_id = r.device_id;
@@ -1141,7 +1143,7 @@ void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
                                          FormatSeconds(ToDuration(now - m->last_seen)), " ago)"));
   }
   late.failure = absl::DeadlineExceededError(absl::StrCat(
-      "barrier '", d.node_id, "' of job '", params_.id, "' timed out after ",
+      "barrier '", d.node_id.view(), "' of job '", params_.id, "' timed out after ",
       FormatSeconds(b.timeout), ": ", b.arrived.size(), " of ", b.participants.size(), " ",
       RoleName(b.role), " participants arrived; missing ", absl::StrJoin(missing, ", "),
       total > missing.size() ? absl::StrCat(" and ", total - missing.size(), " more") : ""));
@@ -1150,7 +1152,7 @@ void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
     fx.Add([cb = std::move(cb), st = late.failure]() mutable { cb(st); });
   }
   barriers_.erase(it);  // the name may start a new round at once
-  if (!late.ranks.empty()) late_barriers_[d.node_id] = std::move(late);
+  if (!late.ranks.empty()) late_barriers_[d.node_id.str()] = std::move(late);
 }
 
 void Job::FailBarriers(const absl::Status& status, Effects& fx) {
@@ -1216,7 +1218,7 @@ Topology Job::TopologyOf(const Member& m) const {
   Topology t;
   t.job_id = params_.id;
   t.role = m.role;
-  t.node_id = m.node_id;
+  t.node_id = std::string(m.node_id);
   t.rank = m.placement.rank;
   t.world_size = m.role == Role::kWorker ? params_.worker_num : params_.server_num;
   t.local_rank = m.placement.local_rank;
@@ -1234,7 +1236,7 @@ Topology Job::TopologyOf(const Member& m) const {
 
 MemberInfo Job::InfoOf(const Member& m, MonoTime now) const {
   MemberInfo info;
-  info.node_id = m.node_id;
+  info.node_id = std::string(m.node_id);
   info.role = m.role;
   if (m.has_rank) {
     info.rank = m.placement.rank;

@@ -187,7 +187,7 @@ class Job {
   // the record itself comes from the job's member pool, the host address and host name point
   // into job-wide interners, the credential is stored inline.
   struct Member {
-    std::string node_id;
+    absl::string_view node_id;  // the member map's key (stable: the map's nodes do not move)
     const std::string* host = nullptr;       // in hosts_ (counted there)
     const std::string* host_name = nullptr;  // in host_names_
     int32_t device_id = -1;
@@ -212,11 +212,9 @@ class Job {
     std::shared_ptr<JobWatcher> watcher;
     std::shared_ptr<OrderedDelivery> order;
   };
-  using MemberNode = std::pair<const std::string, Member>;
-  using MemberMap = absl::node_hash_map<
-      std::string, Member, absl::container_internal::hash_default_hash<std::string>,
-      absl::container_internal::hash_default_eq<std::string>,
-      PoolAllocator<MemberNode, MemberNode>>;
+  using MemberNode = std::pair<const NodeId, Member>;
+  using MemberMap = absl::node_hash_map<NodeId, Member, StringViewHash, StringViewEq,
+                                        PoolAllocator<MemberNode, MemberNode>>;
   // One instance of a named barrier (see Barrier()).
   struct BarrierState {
     uint64_t instance = 0;
@@ -257,7 +255,7 @@ class Job {
   void Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Member*> FindMember(const MemberRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Member* FindMember(Role role, const std::string& node_id, uint64_t incarnation)
+  Member* FindMember(Role role, absl::string_view node_id, uint64_t incarnation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Session plumbing: every call to a session goes through its OrderedDelivery.

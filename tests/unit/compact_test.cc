@@ -169,5 +169,21 @@ TEST(InlineStringTest, CopiesAreIndependent) {
   EXPECT_EQ(c.view(), long_value);
 }
 
+TEST(NodeIdTest, MapKeyedByNodeIdIsFoundByStringAndView) {
+  absl::node_hash_map<NodeId, int, StringViewHash, StringViewEq> map;
+  const std::string uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  const std::string long_id(100, 'z');
+  map.try_emplace(uuid, 1);
+  map.try_emplace(long_id, 2);
+  map[std::string("7")] = 3;
+  EXPECT_EQ(map.at(uuid), 1);
+  EXPECT_EQ(map.find(absl::string_view(long_id))->second, 2);
+  EXPECT_EQ(map.count("7"), 1u);
+  EXPECT_EQ(map.count("8"), 0u);
+  EXPECT_TRUE(NodeId(uuid) == NodeId(uuid));
+  EXPECT_TRUE(NodeId(uuid) != NodeId(long_id));
+  EXPECT_LE(sizeof(NodeId), 48u);
+}
+
 }  // namespace
 }  // namespace ms_rendezvous::core

@@ -217,6 +217,40 @@ TEST_F(LivenessTest, SilentMember_DeadAtNodeTimeout_OthersNotFalselyDetected) {
   for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(Info(i).state, MemberState::kFailed);
 }
 
+// Node ids are stored inline up to 40 characters (a UUID, the client's default, fits) and on the
+// heap beyond; the liveness timer carries the id too. Both kinds must be found again by their
+// timer and named when they die.
+TEST_F(LivenessTest, LongNodeIds_InlineAndHeap_TimersFindTheirMembers) {
+  const std::string uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  const std::string long_id(100, 'n');
+  const std::vector<std::string> ids = {uuid, long_id, "w", std::string(40, 'x')};
+  std::vector<Member> ms;
+  for (const std::string& id : ids) ms.push_back(Join(Spec(id, 4)));
+  ASSERT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  for (size_t i = 0; i < ms.size(); ++i) {
+    ASSERT_EQ(ms[i].session->NumTopologies(), 1u);
+    EXPECT_EQ(ms[i].session->LastTopology()->node_id, ids[i]);
+    EXPECT_EQ(ms[i].ref.node_id, ids[i]);
+  }
+  for (int t = 0; t < 29; ++t) {
+    Advance(absl::Seconds(1));
+    HeartbeatAll(ms, /*except=*/1);  // the 100-character id falls silent
+  }
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  auto page = reg_->ListMembers("j", 0, 10);
+  ASSERT_THAT(page, IsOk());
+  size_t dead = 0;
+  for (const MemberInfo& m : page->members) {
+    if (m.state != MemberState::kDead) continue;
+    ++dead;
+    EXPECT_EQ(m.node_id, long_id);
+  }
+  EXPECT_EQ(dead, 1u);
+  EXPECT_THAT(ms[0].session->End(), StatusIs(absl::StatusCode::kAborted, HasSubstr(long_id)));
+}
+
 TEST_F(LivenessTest, Heartbeat_PostponesDeath_DeadlineReArmedLazily) {
   auto ms = JoinAll(1);
   Advance(absl::Seconds(20));
