@@ -12,6 +12,7 @@
 #ifndef MS_RENDEZVOUS_CORE_CREDENTIALS_H_
 #define MS_RENDEZVOUS_CORE_CREDENTIALS_H_
 
+#include <cstddef>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -26,6 +27,7 @@ bool SecretEquals(absl::string_view a, absl::string_view b);
 
 // A fresh member credential: 128 bits from the kernel's CSPRNG as 32 lowercase hex characters.
 std::string NewMemberCredential();
+inline constexpr size_t kCredentialChars = 32;  // NewMemberCredential().size()
 
 }  // namespace ms_rendezvous::core
 

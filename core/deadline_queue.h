@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <queue>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/compact.h"
 #include "core/types.h"
 
 namespace ms_rendezvous::core {
@@ -29,14 +31,18 @@ enum class DeadlineKind {
   kBarrier,          // a barrier instance times out (node_id = name, incarnation = instance)
 };
 
+// The id of a timer's job, shared with the job: a job arms one liveness timer per member, and a
+// copy of the id in each would be one more small heap block per member (see core/compact.h).
+using JobIdRef = std::shared_ptr<const std::string>;
+
 struct Deadline {
   MonoTime when;
   DeadlineKind kind;
-  std::string job_id;
+  JobIdRef job_id;
   uint64_t job_uid;  // the incarnation of the job id the timer belongs to
   // Member timers only.
   Role role = Role::kWorker;
-  std::string node_id = {};
+  NodeId node_id = {};  // inline: 100,000 liveness timers are armed at once at formation
   uint64_t incarnation = 0;
   uint64_t waiter_id = 0;  // kKvWaiter only
 };

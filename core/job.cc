@@ -67,12 +67,13 @@ bool OrderedDelivery::Deliver(uint64_t seq, absl::AnyInvocable<void()> fn) {
 Job::Job(Params params, Clock* clock, const RegistryOptions& options, StateStore* store,
          DeadlineQueue* deadlines)
     : params_(std::move(params)),
+      id_ref_(std::make_shared<const std::string>(params_.id)),
       clock_(clock),
       options_(options),
       store_(store),
       deadlines_(deadlines),
       created_at_(clock->Now()),
-      kv_(std::make_unique<JobKv>(params_.id, params_.uid, options.kv_limits, clock, store,
+      kv_(std::make_unique<JobKv>(id_ref_, params_.uid, options.kv_limits, clock, store,
                                   deadlines)) {
   absl::MutexLock l(&mu_);
   topo_deadline_ = params_.topo_timeout_ms < 0
@@ -87,7 +88,7 @@ void Job::Start(Effects& fx) {
   PersistJob(fx);
   fx.Submit(store_);
   if (topo_deadline_ != MonoTime::max()) {
-    deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, params_.id,
+    deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, id_ref_,
                               params_.uid});
   }
 }
@@ -113,13 +114,13 @@ MemberRecord Job::RecordOf(const Member& m) const {
   MemberRecord r;
   r.job_id = params_.id;
   r.role = m.role;
-  r.node_id = m.node_id;
-  r.host = m.host;
-  r.host_name = m.host_name;
+  r.node_id = std::string(m.node_id);
+  r.host = *m.host;
+  r.host_name = *m.host_name;
   r.device_id = m.device_id;
   r.device_ip = m.device_ip;
   r.incarnation = m.incarnation;
-  r.credential = m.credential;
+  r.credential = m.credential.str();
   // Liveness suspicion is not durable: after a restart every member gets a fresh grace.
   r.state = m.state == MemberState::kSuspect
                 ? (m.has_rank ? MemberState::kActive : MemberState::kWaiting)
@@ -135,7 +136,12 @@ MemberRecord Job::RecordOf(const Member& m) const {
   return r;
 }
 
+// Without a store (the default, in-memory daemon) Submit drops every mutation. Not building
+// them at all matters at formation: one 520-byte Mutation (plus its strings) per member, a
+// vector of ~100 MB for 100,000 members (heaptrack), would otherwise be built and dropped at
+// the storm's peak.
 void Job::PersistJob(Effects& fx) {
+  if (store_ == nullptr) return;
   Mutation mu;
   mu.kind = Mutation::Kind::kPutJob;
   mu.job = RecordOf();
@@ -143,6 +149,7 @@ void Job::PersistJob(Effects& fx) {
 }
 
 void Job::PersistMember(const Member& m, Effects& fx) {
+  if (store_ == nullptr) return;
   Mutation mu;
   mu.kind = Mutation::Kind::kPutMember;
   mu.member = RecordOf(m);
@@ -169,7 +176,8 @@ void Job::SendRegistered(Member& m, Effects& fx) {
   if (!m.session.has_value()) return;
   SessionLink& s = *m.session;
   fx.Add([order = s.order, seq = s.next_seq++, session = s.session,
-          ref = MemberRef{params_.id, m.role, m.node_id, m.incarnation, m.credential}] {
+          ref = MemberRef{params_.id, m.role, std::string(m.node_id), m.incarnation,
+                         m.credential.str()}] {
     order->Deliver(seq, [session, ref] { session->OnRegistered(ref); });
   });
 }
@@ -204,12 +212,12 @@ void Job::EndSession(Member& m, const absl::Status& status, Effects& fx) {
 
 void Job::ArmLiveness(const Member& m, MonoTime when) {
   if (params_.node_timeout_ms < 0) return;
-  deadlines_->Push(Deadline{when, DeadlineKind::kMemberLiveness, params_.id, params_.uid, m.role,
+  deadlines_->Push(Deadline{when, DeadlineKind::kMemberLiveness, id_ref_, params_.uid, m.role,
                             m.node_id, m.incarnation});
 }
 
 void Job::ArmSuspect(const Member& m, MonoTime when) {
-  deadlines_->Push(Deadline{when, DeadlineKind::kMemberSuspect, params_.id, params_.uid, m.role,
+  deadlines_->Push(Deadline{when, DeadlineKind::kMemberSuspect, id_ref_, params_.uid, m.role,
                             m.node_id, m.incarnation});
 }
 
@@ -247,7 +255,7 @@ absl::Status Job::Validate(const MemberSpec& spec) {
                              "(MS_ENABLE_RECOVERY=1 lets a restarted process take back its rank)";
     return absl::AlreadyExistsError(absl::StrCat(
         "Repeated registration node: node id '", spec.node_id, "' (", RoleName(role),
-        ") is already registered in job '", params_.id, "' from host ", m.host, " (",
+        ") is already registered in job '", params_.id, "' from host ", *m.host, " (",
         MemberStateName(m.state), ", joined ",
         FormatSeconds(ToDuration(clock_->Now() - m.joined_at)), " ago); ", hint));
   }
@@ -319,10 +327,9 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   auto [it, inserted] = members_[ri].try_emplace(spec.node_id);
   Member& m = it->second;
   if (inserted) ++member_counts_[static_cast<int>(MemberState::kWaiting)];
-  m.node_id = spec.node_id;
-  m.host = spec.host;
-  m.host_key = HostKey(spec.host);
-  m.host_name = spec.host_name;
+  m.node_id = it->first.view();
+  m.host = hosts_.Acquire(spec.host);
+  m.host_name = host_names_.Acquire(spec.host_name);
   m.device_id = spec.device_id;
   m.device_ip = spec.device_ip;
   m.role = spec.role;
@@ -336,11 +343,10 @@ absl::StatusOr<Job::Member*> Job::Register(const MemberSpec& spec, uint64_t inca
   } else {
     ++non_numeric_[ri];
   }
-  ++host_counts_[m.host];
   PersistMember(m, fx);
   if (!watches_.empty()) {
     Emit(JobEventType::kMemberJoined, &m,
-         absl::StrCat(RoleName(m.role), " '", m.node_id, "' joined from ", m.host), fx);
+         absl::StrCat(RoleName(m.role), " '", m.node_id, "' joined from ", *m.host), fx);
   }
   if (options_.metrics != nullptr) options_.metrics->OnJoin(spec.role);
   return &m;
@@ -356,13 +362,13 @@ void Job::Recover(Member& m, const MemberSpec& spec, uint64_t incarnation,
                fx);
   }
   // The rank stays; the address may change (restarted elsewhere), the placement does not.
-  auto hc = host_counts_.find(m.host);
-  if (hc != host_counts_.end() && --hc->second == 0) host_counts_.erase(hc);
-  m.host = spec.host;
-  m.host_key = HostKey(spec.host);
-  m.host_name = spec.host_name;
+  const std::string* old_host = m.host;
+  const std::string* old_host_name = m.host_name;
+  m.host = hosts_.Acquire(spec.host);
+  m.host_name = host_names_.Acquire(spec.host_name);
+  hosts_.Release(old_host);
+  host_names_.Release(old_host_name);
   m.device_ip = spec.device_ip;
-  ++host_counts_[m.host];
   m.incarnation = incarnation;
   m.credential = credential;
   m.heartbeat_disabled = spec.heartbeat_disabled;
@@ -454,8 +460,13 @@ void Job::Complete(Effects& fx) {
     std::vector<Member*> order;
     inputs.reserve(members.size());
     order.reserve(members.size());
+    // Host keys are only needed here, so members do not store them: one per distinct host
+    // (a node map: `inputs` points into its values).
+    absl::node_hash_map<const std::string*, std::string> host_keys;
     for (auto& [id, m] : members) {
-      inputs.push_back(RankInput{m.node_id, m.host_key, m.device_id, m.pinned_rank});
+      auto [key, inserted] = host_keys.try_emplace(m.host);
+      if (inserted) key->second = HostKey(*m.host);
+      inputs.push_back(RankInput{m.node_id, key->second, m.device_id, m.pinned_rank});
       order.push_back(&m);
     }
     std::vector<RankOutput> out = AssignRanks(inputs);
@@ -500,15 +511,15 @@ void Job::Complete(Effects& fx) {
 std::string Job::Describe(const Member& m) const {
   return absl::StrCat(RoleName(m.role),
                       m.has_rank ? absl::StrCat(" rank ", m.placement.rank) : std::string(),
-                      " (node '", m.node_id, "', host ", m.host, ")");
+                      " (node '", m.node_id, "', host ", *m.host, ")");
 }
 
 DeadMember Job::DeadOf(const Member& m, MonoTime now) const {
   DeadMember d;
   d.role = m.role;
   if (m.has_rank) d.rank = m.placement.rank;
-  d.node_id = m.node_id;
-  d.host = m.host;
+  d.node_id = std::string(m.node_id);
+  d.host = *m.host;
   d.last_seen_ago = ToDuration(now - m.last_seen);
   d.reason = m.reason;
   return d;
@@ -580,19 +591,21 @@ void Job::Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx) 
   } else {
     --non_numeric_[ri];
   }
-  auto hc = host_counts_.find(m.host);
-  if (hc != host_counts_.end() && --hc->second == 0) host_counts_.erase(hc);
   if (m.waiter_id != 0) {
     waiters_.erase(m.waiter_id);
     fx.Add([done = std::move(m.done), why]() mutable { done(absl::CancelledError(why)); });
   }
   EndSession(m, absl::CancelledError(why), fx);
-  Mutation mu;
-  mu.kind = Mutation::Kind::kDeleteMember;
-  mu.member = RecordOf(m);
-  fx.Persist(std::move(mu));
+  if (store_ != nullptr) {
+    Mutation mu;
+    mu.kind = Mutation::Kind::kDeleteMember;
+    mu.member = RecordOf(m);
+    fx.Persist(std::move(mu));
+  }
   if (!watches_.empty()) Emit(JobEventType::kMemberWithdrawn, &m, why, fx);
   --member_counts_[static_cast<int>(m.state)];
+  hosts_.Release(m.host);
+  host_names_.Release(m.host_name);
   members_[ri].erase(it);
 }
 
@@ -628,7 +641,7 @@ absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
         "; this process must join again"));
   }
   // Members restored from a state dir written before credentials existed have none.
-  if (!it->second.credential.empty() && !SecretEquals(it->second.credential, ref.credential)) {
+  if (!it->second.credential.empty() && !SecretEquals(it->second.credential.view(), ref.credential)) {
     return absl::PermissionDeniedError(absl::StrCat(
         "the member credential does not match node '", ref.node_id, "' (", RoleName(ref.role),
         ") of job '", params_.id, "': a process may act only as itself, with the credential "
@@ -637,7 +650,7 @@ absl::StatusOr<Job::Member*> Job::FindMember(const MemberRef& ref) {
   return &it->second;
 }
 
-Job::Member* Job::FindMember(Role role, const std::string& node_id, uint64_t incarnation) {
+Job::Member* Job::FindMember(Role role, absl::string_view node_id, uint64_t incarnation) {
   auto& members = members_[RoleIndex(role)];
   auto it = members.find(node_id);
   if (it == members.end() || it->second.incarnation != incarnation) return nullptr;
@@ -905,7 +918,7 @@ std::string Job::MissingDescription() {
     }
     parts.push_back(std::move(part));
   }
-  std::vector<std::pair<std::string, uint32_t>> hosts(host_counts_.begin(), host_counts_.end());
+  std::vector<std::pair<std::string, uint32_t>> hosts(hosts_.begin(), hosts_.end());
   std::sort(hosts.begin(), hosts.end());
   std::vector<std::string> host_strs;
   for (size_t i = 0; i < hosts.size() && i < kMaxListedInMessage; ++i) {
@@ -923,11 +936,11 @@ std::string Job::MissingDescription() {
 void Job::RestoreMember(const MemberRecord& r) {
   absl::MutexLock l(&mu_);
   const int ri = RoleIndex(r.role);
-  Member& m = members_[ri][r.node_id];
-  m.node_id = r.node_id;
-  m.host = r.host;
-  m.host_key = HostKey(r.host);
-  m.host_name = r.host_name;
+  auto it = members_[ri].try_emplace(r.node_id).first;
+  Member& m = it->second;
+  m.node_id = it->first.view();
+  m.host = hosts_.Acquire(r.host);
+  m.host_name = host_names_.Acquire(r.host_name);
   m.device_id = r.device_id;
   m.device_ip = r.device_ip;
   m.role = r.role;
@@ -950,7 +963,6 @@ void Job::RestoreMember(const MemberRecord& r) {
     m.placement.node_rank = r.node_rank;
     m.placement.num_nodes = r.num_nodes;
   }
-  ++host_counts_[m.host];
   if (m.state == MemberState::kLeft) ++left_[ri];
   if (m.state == MemberState::kDead) ++dead_;
 }
@@ -962,7 +974,7 @@ void Job::FinishRestore(JobState state, const std::string& failure_reason) {
   const MonoTime now = clock_->Now();
   if (state_ == JobState::kForming) {
     if (topo_deadline_ != MonoTime::max()) {
-      deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, params_.id,
+      deadlines_->Push(Deadline{topo_deadline_, DeadlineKind::kTopologyTimeout, id_ref_,
                                 params_.uid});
     }
   }
@@ -1068,7 +1080,7 @@ uint64_t Job::Barrier(const MemberRef& ref, const std::string& name, absl::Durat
     b.participants = participants;
     b.timeout = timeout;
     it = barriers_.emplace(name, std::move(b)).first;
-    Deadline d{AddDuration(clock_->Now(), timeout), DeadlineKind::kBarrier, params_.id,
+    Deadline d{AddDuration(clock_->Now(), timeout), DeadlineKind::kBarrier, id_ref_,
                params_.uid, m.role, name, it->second.instance};
     deadlines_->Push(std::move(d));
   }
@@ -1140,12 +1152,12 @@ void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
                           : nullptr;
     missing.push_back(m == nullptr
                           ? absl::StrCat("rank ", r)
-                          : absl::StrCat("rank ", r, " (node '", m->node_id, "', host ", m->host,
+                          : absl::StrCat("rank ", r, " (node '", m->node_id, "', host ", *m->host,
                                          ", last seen ",
                                          FormatSeconds(ToDuration(now - m->last_seen)), " ago)"));
   }
   late.failure = absl::DeadlineExceededError(absl::StrCat(
-      "barrier '", d.node_id, "' of job '", params_.id, "' timed out after ",
+      "barrier '", d.node_id.view(), "' of job '", params_.id, "' timed out after ",
       FormatSeconds(b.timeout), ": ", b.arrived.size(), " of ", b.participants.size(), " ",
       RoleName(b.role), " participants arrived; missing ", absl::StrJoin(missing, ", "),
       total > missing.size() ? absl::StrCat(" and ", total - missing.size(), " more") : ""));
@@ -1154,7 +1166,7 @@ void Job::OnBarrierDeadline(const Deadline& d, Effects& fx) {
     fx.Add([cb = std::move(cb), st = late.failure]() mutable { cb(st); });
   }
   barriers_.erase(it);  // the name may start a new round at once
-  if (!late.ranks.empty()) late_barriers_[d.node_id] = std::move(late);
+  if (!late.ranks.empty()) late_barriers_[d.node_id.str()] = std::move(late);
 }
 
 void Job::FailBarriers(const absl::Status& status, Effects& fx) {
@@ -1220,33 +1232,33 @@ Topology Job::TopologyOf(const Member& m) const {
   Topology t;
   t.job_id = params_.id;
   t.role = m.role;
-  t.node_id = m.node_id;
+  t.node_id = std::string(m.node_id);
   t.rank = m.placement.rank;
   t.world_size = m.role == Role::kWorker ? params_.worker_num : params_.server_num;
   t.local_rank = m.placement.local_rank;
   t.local_world_size = m.placement.local_world_size;
   t.node_rank = m.placement.node_rank;
   t.num_nodes = m.placement.num_nodes;
-  t.host = m.host;
+  t.host = *m.host;
   t.generation = params_.generation;
   t.incarnation = m.incarnation;
   t.worker_num = params_.worker_num;
   t.server_num = params_.server_num;
-  t.credential = m.credential;
+  t.credential = m.credential.str();
   return t;
 }
 
 MemberInfo Job::InfoOf(const Member& m, MonoTime now) const {
   MemberInfo info;
-  info.node_id = m.node_id;
+  info.node_id = std::string(m.node_id);
   info.role = m.role;
   if (m.has_rank) {
     info.rank = m.placement.rank;
     info.local_rank = m.placement.local_rank;
     info.node_rank = m.placement.node_rank;
   }
-  info.host = m.host;
-  info.host_name = m.host_name;
+  info.host = *m.host;
+  info.host_name = *m.host_name;
   info.device_id = m.device_id;
   info.state = m.state;
   info.last_seen_age = ToDuration(now - m.last_seen);
@@ -1312,10 +1324,10 @@ JobSummary Job::SummaryLocked(bool detailed) {
       }
     }
   }
-  s.hosts_total = static_cast<uint32_t>(host_counts_.size());
+  s.hosts_total = static_cast<uint32_t>(hosts_.size());
   if (detailed) {
-    std::vector<std::pair<std::string, uint32_t>> hosts(host_counts_.begin(),
-                                                        host_counts_.end());
+    std::vector<std::pair<std::string, uint32_t>> hosts(hosts_.begin(),
+                                                        hosts_.end());
     std::sort(hosts.begin(), hosts.end(), [](const auto& a, const auto& b) {
       return HostKey(a.first) < HostKey(b.first);
     });

@@ -52,6 +52,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "core/clock.h"
+#include "core/compact.h"
 #include "core/credentials.h"
 #include "core/deadline_queue.h"
 #include "core/effects.h"
@@ -102,6 +103,8 @@ class Job {
   ~Job();
 
   const std::string& id() const { return params_.id; }
+  // The id shared with this job's timers (one copy however many timers are armed).
+  const JobIdRef& id_ref() const { return id_ref_; }
   // True when the job has a token and `digest` is its digest (constant-time).
   bool TokenMatches(const std::string& digest) const {
     return !params_.token_digest.empty() && SecretEquals(params_.token_digest, digest);
@@ -181,34 +184,38 @@ class Job {
     std::shared_ptr<OrderedDelivery> order;
     uint64_t next_seq = 0;
   };
+  // One member's record. Kept small and free of per-member heap blocks (see core/compact.h):
+  // the record itself comes from the job's member pool, the host address and host name point
+  // into job-wide interners, the credential is stored inline.
   struct Member {
-    std::string node_id;
-    std::string host;
-    std::string host_key;  // HostKey(host)
-    std::string host_name;
+    absl::string_view node_id;  // the member map's key (stable: the map's nodes do not move)
+    const std::string* host = nullptr;       // in hosts_ (counted there)
+    const std::string* host_name = nullptr;  // in host_names_
     int32_t device_id = -1;
     std::string device_ip;
     Role role = Role::kWorker;
     MemberState state = MemberState::kWaiting;
-    std::optional<uint32_t> pinned_rank;
     bool has_rank = false;
+    bool heartbeat_disabled = false;  // liveness from the connected session alone
+    bool topology_sent = false;       // to the current session
+    std::optional<uint32_t> pinned_rank;
     RankOutput placement;
     uint64_t incarnation = 0;
-    std::string credential;  // member credential of this incarnation (credentials.h)
+    InlineString<kCredentialChars> credential;  // of this incarnation (credentials.h)
     MonoTime joined_at;
     MonoTime last_seen;
     std::string reason;       // why DEAD / FAILED
-    bool heartbeat_disabled = false;  // liveness from the connected session alone
     uint64_t waiter_id = 0;   // unary Join parked (0: none)
     JoinCallback done;        // unary Join continuation
     std::optional<SessionLink> session;  // attached session stream
-    bool topology_sent = false;          // to the current session
   };
   struct WatchLink {
     std::shared_ptr<JobWatcher> watcher;
     std::shared_ptr<OrderedDelivery> order;
   };
-  using MemberMap = absl::node_hash_map<std::string, Member>;
+  using MemberNode = std::pair<const NodeId, Member>;
+  using MemberMap = absl::node_hash_map<NodeId, Member, StringViewHash, StringViewEq,
+                                        PoolAllocator<MemberNode, MemberNode>>;
   // One instance of a named barrier (see Barrier()).
   struct BarrierState {
     uint64_t instance = 0;
@@ -249,7 +256,7 @@ class Job {
   void Withdraw(MemberMap::iterator it, const std::string& why, Effects& fx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<Member*> FindMember(const MemberRef& ref) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Member* FindMember(Role role, const std::string& node_id, uint64_t incarnation)
+  Member* FindMember(Role role, absl::string_view node_id, uint64_t incarnation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Session plumbing: every call to a session goes through its OrderedDelivery.
@@ -289,6 +296,7 @@ class Job {
   void PersistMember(const Member& m, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Params params_;
+  const JobIdRef id_ref_;
   Clock* const clock_;
   const RegistryOptions& options_;
   StateStore* const store_;
@@ -297,8 +305,15 @@ class Job {
 
   absl::Mutex mu_;
   JobState state_ ABSL_GUARDED_BY(mu_) = JobState::kForming;
+  // Every member record of both roles (declared before members_, which returns its nodes here).
+  NodePool member_pool_ ABSL_GUARDED_BY(mu_){sizeof(MemberNode), alignof(MemberNode)};
+  // Members per host address (what host_counts_ used to be) and the host names, one copy each.
+  StringInterner hosts_ ABSL_GUARDED_BY(mu_);
+  StringInterner host_names_ ABSL_GUARDED_BY(mu_);
   std::string failure_reason_ ABSL_GUARDED_BY(mu_);
-  MemberMap members_[kNumRoles] ABSL_GUARDED_BY(mu_);
+  MemberMap members_[kNumRoles] ABSL_GUARDED_BY(mu_) = {
+      MemberMap(MemberMap::allocator_type(&member_pool_)),
+      MemberMap(MemberMap::allocator_type(&member_pool_))};
   // Numeric node id -> node id string holding that rank, per role.
   absl::flat_hash_map<uint32_t, std::string> pinned_[kNumRoles] ABSL_GUARDED_BY(mu_);
   uint32_t non_numeric_[kNumRoles] ABSL_GUARDED_BY(mu_) = {0, 0};
@@ -309,7 +324,6 @@ class Job {
   // After completion: members by rank, per role (stable: no insert/erase after completion).
   std::vector<Member*> by_rank_[kNumRoles] ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::pair<Role, std::string>> waiters_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, uint32_t> host_counts_ ABSL_GUARDED_BY(mu_);
   MonoTime topo_deadline_ ABSL_GUARDED_BY(mu_);
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_watch_id_ ABSL_GUARDED_BY(mu_) = 1;

@@ -22,9 +22,9 @@ uint64_t NextWaiterId() {
   return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-JobKv::JobKv(std::string job_id, uint64_t job_uid, const KvLimits& limits, Clock* clock,
+JobKv::JobKv(JobIdRef job_id, uint64_t job_uid, const KvLimits& limits, Clock* clock,
              StateStore* store, DeadlineQueue* deadlines)
-    : job_id_(std::move(job_id)),
+    : job_id_ref_(std::move(job_id)),
       job_uid_(job_uid),
       limits_(limits),
       clock_(clock),
@@ -129,7 +129,8 @@ uint64_t JobKv::Park(Waiter w, const std::vector<std::string>& missing, Effects&
   const uint64_t id = NextWaiterId();
   for (const std::string& k : missing) waiting_on_[k].push_back(id);
   if (w.timeout != absl::InfiniteDuration()) {
-    Deadline d{AddDuration(clock_->Now(), w.timeout), DeadlineKind::kKvWaiter, job_id_, job_uid_};
+    Deadline d{AddDuration(clock_->Now(), w.timeout), DeadlineKind::kKvWaiter, job_id_ref_,
+               job_uid_};
     d.waiter_id = id;
     deadlines_->Push(std::move(d));
   }

@@ -52,7 +52,7 @@ using ValueCallback = absl::AnyInvocable<void(absl::StatusOr<std::string>)>;
 
 class JobKv {
  public:
-  JobKv(std::string job_id, uint64_t job_uid, const KvLimits& limits, Clock* clock,
+  JobKv(JobIdRef job_id, uint64_t job_uid, const KvLimits& limits, Clock* clock,
         StateStore* store, DeadlineQueue* deadlines);
 
   void Set(std::string key, std::string value, StatusCallback done, Effects& fx);
@@ -103,7 +103,8 @@ class JobKv {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Finish(Waiter& w, absl::Status status, Effects& fx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  const std::string job_id_;
+  const JobIdRef job_id_ref_;  // for this store's timers
+  const std::string& job_id_ = *job_id_ref_;
   const uint64_t job_uid_;
   const KvLimits limits_;
   Clock* const clock_;

@@ -326,7 +326,7 @@ absl::Status JobRegistry::ReportError(const MemberRef& ref, const std::string& r
 
 void JobRegistry::ScheduleForget(const std::shared_ptr<Job>& job) {
   deadlines_.Push(Deadline{AddDuration(clock_->Now(), options_.finished_job_ttl),
-                           DeadlineKind::kForgetJob, job->id(), job->uid()});
+                           DeadlineKind::kForgetJob, job->id_ref(), job->uid()});
 }
 
 absl::StatusOr<HeartbeatResult> JobRegistry::Heartbeat(const MemberRef& ref) {
@@ -625,7 +625,7 @@ absl::Status JobRegistry::Restore(const StoredState& state) {
     job->FinishRestore(r.state, r.failure_reason);
     if (r.state == JobState::kFinished || r.state == JobState::kFailed) {
       deadlines_.Push(Deadline{AddDuration(clock_->Now(), options_.finished_job_ttl),
-                               DeadlineKind::kForgetJob, job->id(), job->uid()});
+                               DeadlineKind::kForgetJob, job->id_ref(), job->uid()});
     }
     jobs_.emplace(r.job_id, std::move(job));
   }
@@ -636,7 +636,7 @@ MonoTime JobRegistry::ProcessDeadlines() {
   const MonoTime now = clock_->Now();
   for (const Deadline& d : deadlines_.PopDue(now)) {
     Effects fx;
-    std::shared_ptr<Job> job = FindJob(d.job_id);
+    std::shared_ptr<Job> job = FindJob(*d.job_id);
     if (job == nullptr || job->uid() != d.job_uid) continue;  // replaced or forgotten
     switch (d.kind) {
       case DeadlineKind::kTopologyTimeout:
@@ -654,12 +654,12 @@ MonoTime JobRegistry::ProcessDeadlines() {
         break;
       case DeadlineKind::kForgetJob: {
         absl::MutexLock l(&mu_);
-        auto it = jobs_.find(d.job_id);
+        auto it = jobs_.find(*d.job_id);
         if (it != jobs_.end() && it->second->uid() == d.job_uid && it->second->IsEnded()) {
           it->second->EndWatches(absl::OkStatus(), fx);
           Mutation del;
           del.kind = Mutation::Kind::kDeleteJob;
-          del.job.job_id = d.job_id;
+          del.job.job_id = *d.job_id;
           fx.Persist(std::move(del));
           fx.Submit(store_);
           jobs_.erase(it);

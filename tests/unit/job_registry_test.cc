@@ -466,6 +466,44 @@ TEST_F(RegistryTest, CancelJoin_WithdrawsMember_NodeIdCanJoinAgain) {
   EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
 }
 
+// Members keep their host address and host name as references to one per-job copy; the
+// per-host member counts and every member's strings must survive withdrawals of other members.
+TEST_F(RegistryTest, Hosts_CountedPerAddress_WithdrawalsUncountedOthersKeepTheirNames) {
+  auto a = Join(Spec("j", "a", 4, "10.0.0.1"));
+  auto b = Join(Spec("j", "b", 4, "10.0.0.1"));
+  auto c = Join(Spec("j", "c", 4, "10.0.0.2"));
+  auto job = reg_->GetJob("j");
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->hosts_total, 2u);
+  ASSERT_EQ(job->hosts.size(), 2u);
+  EXPECT_EQ(job->hosts[0].host, "10.0.0.1");
+  EXPECT_EQ(job->hosts[0].members, 2u);
+  EXPECT_EQ(job->hosts[1].members, 1u);
+
+  reg_->CancelJoin("j", c->waiter);  // the only member of 10.0.0.2
+  reg_->CancelJoin("j", a->waiter);
+  job = reg_->GetJob("j");
+  EXPECT_EQ(job->hosts_total, 1u);
+  ASSERT_EQ(job->hosts.size(), 1u);
+  EXPECT_EQ(job->hosts[0].host, "10.0.0.1");
+  EXPECT_EQ(job->hosts[0].members, 1u);
+
+  // A withdrawn host may come back; the remaining member's strings are intact.
+  Join(Spec("j", "c", 4, "10.0.0.2"));
+  Join(Spec("j", "d", 4, "10.0.0.2"));
+  Join(Spec("j", "a", 4, "10.0.0.3"));
+  ASSERT_THAT(b->Get(), IsOk());
+  EXPECT_EQ(b->Get()->host, "10.0.0.1");
+  auto page = reg_->ListMembers("j", 0, 10);
+  ASSERT_THAT(page, IsOk());
+  ASSERT_EQ(page->members.size(), 4u);
+  for (const MemberInfo& m : page->members) {
+    EXPECT_EQ(m.host_name, "host-" + m.host) << m.node_id;
+  }
+  job = reg_->GetJob("j");
+  EXPECT_EQ(job->hosts_total, 3u);
+}
+
 TEST_F(RegistryTest, Leave_WhileForming_WithdrawsTheMember) {
   absl::StatusOr<MemberRef> ref = JoinWithSession(Spec("j", "a", 2));
   ASSERT_THAT(ref, IsOk());

@@ -217,6 +217,40 @@ TEST_F(LivenessTest, SilentMember_DeadAtNodeTimeout_OthersNotFalselyDetected) {
   for (uint32_t i = 0; i < 3; ++i) EXPECT_EQ(Info(i).state, MemberState::kFailed);
 }
 
+// Node ids are stored inline up to 40 characters (a UUID, the client's default, fits) and on the
+// heap beyond; the liveness timer carries the id too. Both kinds must be found again by their
+// timer and named when they die.
+TEST_F(LivenessTest, LongNodeIds_InlineAndHeap_TimersFindTheirMembers) {
+  const std::string uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+  const std::string long_id(100, 'n');
+  const std::vector<std::string> ids = {uuid, long_id, "w", std::string(40, 'x')};
+  std::vector<Member> ms;
+  for (const std::string& id : ids) ms.push_back(Join(Spec(id, 4)));
+  ASSERT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  for (size_t i = 0; i < ms.size(); ++i) {
+    ASSERT_EQ(ms[i].session->NumTopologies(), 1u);
+    EXPECT_EQ(ms[i].session->LastTopology()->node_id, ids[i]);
+    EXPECT_EQ(ms[i].ref.node_id, ids[i]);
+  }
+  for (int t = 0; t < 29; ++t) {
+    Advance(absl::Seconds(1));
+    HeartbeatAll(ms, /*except=*/1);  // the 100-character id falls silent
+  }
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kComplete);
+  Advance(absl::Seconds(1));
+  EXPECT_EQ(reg_->GetJob("j")->state, JobState::kFailed);
+  auto page = reg_->ListMembers("j", 0, 10);
+  ASSERT_THAT(page, IsOk());
+  size_t dead = 0;
+  for (const MemberInfo& m : page->members) {
+    if (m.state != MemberState::kDead) continue;
+    ++dead;
+    EXPECT_EQ(m.node_id, long_id);
+  }
+  EXPECT_EQ(dead, 1u);
+  EXPECT_THAT(ms[0].session->End(), StatusIs(absl::StatusCode::kAborted, HasSubstr(long_id)));
+}
+
 TEST_F(LivenessTest, Heartbeat_PostponesDeath_DeadlineReArmedLazily) {
   auto ms = JoinAll(1);
   Advance(absl::Seconds(20));
@@ -330,6 +364,41 @@ TEST_F(LivenessTest, Recovery_DeadMemberRejoins_SameRankJobRunsAgainSurvivorsTol
               StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
   EXPECT_THAT(reg_->ResumeSession(ms[2].ref, 1, std::make_shared<FakeSession>()),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("stale incarnation")));
+}
+
+// A recovered member may come back from another host: its record, the job's per-host counts
+// and the summary follow the new address (the old host is forgotten when nobody is left on it).
+TEST_F(LivenessTest, Recovery_OnAnotherHost_HostCountsAndRecordFollow) {
+  auto ms = JoinAll(4, /*recovery=*/true);
+  const uint32_t hosts_before = reg_->GetJob("j")->hosts_total;
+  reg_->SessionClosed(ms[2].ref, ms[2].session.get());
+  Advance(absl::Seconds(2));
+  ASSERT_EQ(reg_->GetJob("j")->state, JobState::kDegraded);
+
+  MemberSpec moved = Spec("2", 4, /*recovery=*/true);
+  moved.host = "10.9.9.9";
+  moved.host_name = "spare-node";
+  Member back = Join(moved);
+  ASSERT_EQ(back.session->NumTopologies(), 1u);
+  EXPECT_EQ(back.session->LastTopology()->rank, 2u);
+  EXPECT_EQ(back.session->LastTopology()->host, "10.9.9.9");
+  EXPECT_EQ(back.session->LastTopology()->credential, back.ref.credential);
+  const MemberInfo info = Info(2);
+  EXPECT_EQ(info.host, "10.9.9.9");
+  EXPECT_EQ(info.host_name, "spare-node");
+  auto job = reg_->GetJob("j");
+  // Node "2" was alone on 10.0.0.3 ('2' % 4 == 2): that host is gone, 10.9.9.9 is new.
+  EXPECT_EQ(job->hosts_total, hosts_before);
+  bool found = false;
+  for (const HostSummary& h : job->hosts) {
+    EXPECT_NE(h.host, "10.0.0.3");
+    if (h.host == "10.9.9.9") {
+      found = true;
+      EXPECT_EQ(h.members, 1u);
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_THAT(reg_->Heartbeat(back.ref), IsOk());
 }
 
 TEST_F(LivenessTest, Recovery_RestartedBeforeGrace_ReplacesSuspectAtOnce) {
