@@ -1,19 +1,10 @@
 #include "tools/bench/heartbeat_scenario.h"
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -25,16 +16,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "glog/logging.h"
 #include "tools/bench/bench_util.h"
 #include "tools/bench/metrics_scrape.h"
 #include "tools/bench/session_group.h"
+#include "tools/bench/worker_process.h"
 #include "tools/common/json.h"
 #include "tools/ctl/render.h"
-
-extern char** environ;
 
 namespace ms_rendezvous::bench {
 namespace {
@@ -50,14 +39,6 @@ constexpr absl::Duration kDrainTimeout = absl::Seconds(15);
 std::string StatusText(const grpc::Status& st) {
   return absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(st.error_code())),
                       ": ", st.error_message());
-}
-
-// One line of text, for the worker protocol (no newlines inside).
-std::string OneLine(std::string s) {
-  for (char& c : s) {
-    if (c == '\n' || c == '\r') c = ' ';
-  }
-  return s;
 }
 
 // One reading of the daemon's counters at one moment.
@@ -457,74 +438,33 @@ class LocalSide : public Side {
 class ChildSide : public Side {
  public:
   static absl::StatusOr<std::unique_ptr<ChildSide>> Spawn(const std::vector<std::string>& args) {
-    int to_child[2], from_child[2];
-    if (pipe2(to_child, O_CLOEXEC) != 0 || pipe2(from_child, O_CLOEXEC) != 0) {
-      return absl::InternalError(absl::StrCat("pipe: ", strerror(errno)));
-    }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
-    std::vector<std::string> copy = args;
-    std::vector<char*> argv;
-    for (auto& a : copy) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    close(to_child[0]);
-    close(from_child[1]);
-    if (rc != 0) {
-      close(to_child[1]);
-      close(from_child[0]);
-      return absl::InternalError(absl::StrCat("spawning ", args[0], ": ", strerror(rc)));
-    }
-    std::unique_ptr<ChildSide> side(new ChildSide(pid, to_child[1], from_child[0]));
-    absl::StatusOr<std::string> line = side->ReadLine(absl::Seconds(180));
-    if (!line.ok()) return line.status();
-    if (*line != "CONNECTED") {
-      return absl::InternalError(absl::StrCat("heartbeat worker: unexpected \"", *line, "\""));
-    }
-    return side;
+    auto worker = WorkerProcess::Spawn(args, "heartbeat worker");
+    if (!worker.ok()) return worker.status();
+    return std::unique_ptr<ChildSide>(new ChildSide(std::move(*worker)));
   }
 
-  ~ChildSide() override {
-    if (in_ >= 0) close(in_);  // EOF: the worker exits
-    if (out_ >= 0) close(out_);
-    const int64_t deadline = NowNs() + 30'000'000'000;
-    int wstatus = 0;
-    while (waitpid(pid_, &wstatus, WNOHANG) == 0) {
-      if (NowNs() > deadline) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &wstatus, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-
-  void StartJoin() override { Send("JOIN"); }
+  void StartJoin() override { w_->Send("JOIN"); }
 
   absl::StatusOr<SideJoin> WaitJoined(absl::Duration timeout) override {
-    absl::StatusOr<std::vector<std::string>> f = Expect("JOINED", 3, timeout);
+    absl::StatusOr<std::vector<std::string>> f = w_->Expect("JOINED", 3, timeout);
     if (!f.ok()) return f.status();
     SideJoin j;
     if (!absl::SimpleAtoi((*f)[0], &j.failed) || !absl::SimpleAtoi((*f)[1], &j.first_topology_ns) ||
         !absl::SimpleAtoi((*f)[2], &j.last_topology_ns)) {
-      return Malformed("JOINED");
+      return w_->Malformed("JOINED");
     }
-    j.first_error = rest_;
+    j.first_error = w_->rest();
     return j;
   }
 
   absl::Status Mark(int64_t end_ns) override {
-    Send(absl::StrCat("MARK ", end_ns));
-    return Expect("MARKED", 0, absl::Seconds(30)).status();
+    w_->Send(absl::StrCat("MARK ", end_ns));
+    return w_->Expect("MARKED", 0, absl::Seconds(30)).status();
   }
 
   absl::StatusOr<SideCounts> Finish(absl::Duration timeout) override {
-    Send("FINISH");
-    absl::StatusOr<std::vector<std::string>> f = Expect("COUNTS", 9, timeout);
+    w_->Send("FINISH");
+    absl::StatusOr<std::vector<std::string>> f = w_->Expect("COUNTS", 9, timeout);
     if (!f.ok()) return f.status();
     SideCounts c;
     const std::vector<std::string>& v = *f;
@@ -533,95 +473,31 @@ class ChildSide : public Side {
         !absl::SimpleAtoi(v[4], &c.max_lag_ns) || !absl::SimpleAtoi(v[5], &c.max_backlog) ||
         !absl::SimpleAtoi(v[6], &c.failure_events) || !absl::SimpleAtoi(v[7], &c.streams_ended) ||
         !absl::SimpleAtod(v[8], &c.cpu_s)) {
-      return Malformed("COUNTS");
+      return w_->Malformed("COUNTS");
     }
-    absl::StatusOr<std::vector<std::string>> e = Expect("EVENT", 0, absl::Seconds(10));
+    absl::StatusOr<std::vector<std::string>> e = w_->Expect("EVENT", 0, absl::Seconds(10));
     if (!e.ok()) return e.status();
-    c.first_event = rest_;
-    e = Expect("ENDED", 0, absl::Seconds(10));
+    c.first_event = w_->rest();
+    e = w_->Expect("ENDED", 0, absl::Seconds(10));
     if (!e.ok()) return e.status();
-    c.first_ended = rest_;
+    c.first_ended = w_->rest();
     return c;
   }
 
   absl::StatusOr<SideLeave> Leave(absl::Duration timeout) override {
-    Send("LEAVE");
-    absl::StatusOr<std::vector<std::string>> f = Expect("LEFT", 1, timeout);
+    w_->Send("LEAVE");
+    absl::StatusOr<std::vector<std::string>> f = w_->Expect("LEFT", 1, timeout);
     if (!f.ok()) return f.status();
     SideLeave l;
-    if (!absl::SimpleAtoi((*f)[0], &l.failed)) return Malformed("LEFT");
-    l.first_error = rest_;
+    if (!absl::SimpleAtoi((*f)[0], &l.failed)) return w_->Malformed("LEFT");
+    l.first_error = w_->rest();
     return l;
   }
 
  private:
-  ChildSide(pid_t pid, int in, int out) : pid_(pid), in_(in), out_(out) {}
+  explicit ChildSide(std::unique_ptr<WorkerProcess> w) : w_(std::move(w)) {}
 
-  static absl::Status Malformed(const char* what) {
-    return absl::InternalError(absl::StrCat("heartbeat worker: malformed ", what, " line"));
-  }
-
-  void Send(const std::string& line) {
-    std::string text = line + "\n";
-    size_t done = 0;
-    while (done < text.size()) {
-      ssize_t n = write(in_, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return;  // the worker is gone; the next read says so
-      done += static_cast<size_t>(n);
-    }
-  }
-
-  absl::StatusOr<std::string> ReadLine(absl::Duration timeout) {
-    const int64_t deadline = NowNs() + absl::ToInt64Nanoseconds(timeout);
-    while (true) {
-      size_t nl = buf_.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = buf_.substr(0, nl);
-        buf_.erase(0, nl + 1);
-        return line;
-      }
-      const int64_t left_ms = (deadline - NowNs()) / 1'000'000;
-      if (left_ms <= 0) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "heartbeat worker (pid ", pid_, ") did not answer within ",
-            absl::FormatDuration(timeout)));
-      }
-      pollfd p{out_, POLLIN, 0};
-      int rc = poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1000)));
-      if (rc < 0 && errno != EINTR) return absl::InternalError("poll failed");
-      if (rc <= 0) continue;
-      char chunk[4096];
-      ssize_t n = read(out_, chunk, sizeof(chunk));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        return absl::UnavailableError(absl::StrCat("heartbeat worker (pid ", pid_,
-                                                   ") exited; see its log above"));
-      }
-      buf_.append(chunk, static_cast<size_t>(n));
-    }
-  }
-
-  // Reads the next line; it must start with `tag` and `fields` numbers; the text after them is
-  // left in rest_.
-  absl::StatusOr<std::vector<std::string>> Expect(const char* tag, size_t fields,
-                                                  absl::Duration timeout) {
-    absl::StatusOr<std::string> line = ReadLine(timeout);
-    if (!line.ok()) return line.status();
-    std::vector<std::string> parts = absl::StrSplit(*line, absl::MaxSplits(' ', fields + 1));
-    if (parts.empty() || parts[0] != tag || parts.size() < fields + 1) {
-      return absl::InternalError(
-          absl::StrCat("heartbeat worker: expected ", tag, ", got \"", *line, "\""));
-    }
-    rest_ = parts.size() > fields + 1 ? parts[fields + 1] : std::string();
-    return std::vector<std::string>(parts.begin() + 1, parts.begin() + 1 + fields);
-  }
-
-  const pid_t pid_;
-  int in_ = -1;   // its stdin
-  int out_ = -1;  // its stdout
-  std::string buf_;
-  std::string rest_;
+  std::unique_ptr<WorkerProcess> w_;
 };
 
 double PerSecond(double count, int64_t ns) {
@@ -635,16 +511,11 @@ std::string Figure(double v, const char* format) {
 // The arguments of worker k of `processes` (members and connections split evenly).
 std::vector<std::string> WorkerArgs(const std::string& self, const HeartbeatOptions& o,
                                     uint32_t k) {
-  const uint32_t p = o.processes;
-  const uint32_t first = static_cast<uint32_t>(uint64_t{o.members} * k / p);
-  const uint32_t count = static_cast<uint32_t>(uint64_t{o.members} * (k + 1) / p) - first;
-  const uint32_t c0 = static_cast<uint32_t>(uint64_t{o.connections} * k / p);
-  const uint32_t connections =
-      std::max<uint32_t>(1, static_cast<uint32_t>(uint64_t{o.connections} * (k + 1) / p) - c0);
+  const WorkerShare share = ShareOf(o.members, o.connections, o.processes, k);
   std::vector<std::string> args = {
       self, "heartbeat-worker", "--server", o.server, "--job-id", o.job_id,
-      "--members", absl::StrCat(o.members), "--first", absl::StrCat(first),
-      "--count", absl::StrCat(count), "--connections", absl::StrCat(std::min(connections, count)),
+      "--members", absl::StrCat(o.members), "--first", absl::StrCat(share.first),
+      "--count", absl::StrCat(share.count), "--connections", absl::StrCat(share.connections),
       "--interval", absl::FormatDuration(o.interval),
       "--topo-timeout-s", absl::StrCat(o.topo_timeout_s)};
   if (o.node_timeout_s) {
@@ -664,10 +535,7 @@ int RunHeartbeatWorker(const HeartbeatOptions& o, uint32_t first, uint32_t count
                  std::string(side.status().message()).c_str());
     return 1;
   }
-  auto say = [](const std::string& line) {
-    std::printf("%s\n", line.c_str());
-    std::fflush(stdout);
-  };
+  auto say = SayLine;
   say("CONNECTED");
   char buf[256];
   while (std::fgets(buf, sizeof(buf), stdin) != nullptr) {

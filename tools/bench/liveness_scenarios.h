@@ -3,7 +3,8 @@
 //             would); how long until every survivor has its JOB_FAILED event.
 //   restart - N session members join a daemon with --state-dir; the daemon is kill -9'd and
 //             restarted on the same port; how long until every member resumed its session with
-//             the same rank and generation.
+//             the same rank and generation. With --processes P the members are split over P
+//             worker processes (see LivenessOptions::processes).
 // Each prints a human table, then ONE JSON line; returns the exit code (0 pass, 1 fail).
 #ifndef MS_RENDEZVOUS_TOOLS_BENCH_LIVENESS_SCENARIOS_H_
 #define MS_RENDEZVOUS_TOOLS_BENCH_LIVENESS_SCENARIOS_H_
@@ -28,12 +29,21 @@ struct LivenessOptions {
   absl::Duration disconnect_grace = absl::Seconds(2);
   // Give up waiting for events / resumes after this long.
   absl::Duration timeout = absl::Seconds(120);
+  // restart: > 1 splits the members (and connections) over this many worker processes
+  // (`ms-rendezvous-bench restart-worker`, next to this binary). One process reconnecting
+  // 10,000 members notices the closed connections and serves the new ones from one event loop,
+  // slower than the daemon it measures; real members are separate processes.
+  uint32_t processes = 1;
 };
 
 // `daemon` may be null (a daemon elsewhere, --server).
 int RunFailure(const LivenessOptions& options, LocalDaemon* daemon);
 // `daemon` must be the bench's own, started with a state dir.
 int RunRestart(const LivenessOptions& options, LocalDaemon* daemon);
+// The worker process of RunRestart: members first..first+count-1 of the job (options.members
+// workers in all) over options.connections channels to options.server, driven by commands on
+// stdin (see RestartChild in liveness_scenarios.cc).
+int RunRestartWorker(const LivenessOptions& options, uint32_t first, uint32_t count);
 
 }  // namespace ms_rendezvous::bench
 

@@ -4,13 +4,14 @@
 //                            [--topo-timeout-s S] [--named-nodes] [--warmup] [--repeat K]
 //                            [--unary] [--daemon-pid PID] [--daemon PATH] [--daemon-arg ARG]...
 //   ms-rendezvous-bench failure --members N [--connections C] [--disconnect-grace DUR] ...
-//   ms-rendezvous-bench restart --members N [--connections C] ...
+//   ms-rendezvous-bench restart --members N [--connections C] [--processes P] ...
 //   ms-rendezvous-bench kv --members N [--connections C] [--clients K] [--ops M]
 //                          [--value-bytes B] [--depth D] [--waiters W] [--durable] ...
 //   ms-rendezvous-bench heartbeat --members N [--connections C] [--interval DUR]
 //                          [--duration DUR] [--node-timeout-s S] [--processes P]
 //                          [--metrics HOST:PORT] ...
-// (`heartbeat-worker` is the worker process that `heartbeat --processes P` starts.)
+// (`heartbeat-worker` and `restart-worker` are the worker processes that `heartbeat
+// --processes P` and `restart --processes P` start.)
 //
 // join: members join over Session streams (what the client library does); --unary uses one
 // Join RPC each instead. failure and restart: see liveness_scenarios.h. kv: see kv_scenario.h.
@@ -84,7 +85,9 @@ constexpr char kUsage[] =
     "  restart  N session members join a daemon the bench starts with a temporary --state-dir;\n"
     "           the daemon is kill -9'd and restarted on the same port; every member resumes\n"
     "           (retrying with jittered backoff); measures kill -> all resumed, checks ranks\n"
-    "           and generations are unchanged\n"
+    "           and generations are unchanged. --processes P splits the members over P\n"
+    "           worker processes, so the bench's side of the reconnections is not one\n"
+    "           process's event loop (the time is kill -> last member of any worker resumed)\n"
     "  kv       N session members join one job (untimed); K clients (members) Set M distinct\n"
     "           keys, then Get them, D calls in flight each: set/get ops/s and latency; then W\n"
     "           members park a blocking Get of one key and one member Sets it: time from the\n"
@@ -121,6 +124,9 @@ constexpr char kUsage[] =
     "  --daemon-pid PID     pid of the daemon behind --server (same host), for CPU/RSS figures\n"
     "  --daemon PATH        daemon binary to start (default: ms-rendezvousd next to this binary)\n"
     "  --daemon-arg ARG     extra argument for the started daemon (repeatable)\n"
+    "  --processes P        heartbeat, restart: split the members (and connections) over P\n"
+    "                       worker processes (default 1: this one); heartbeat: 100,000\n"
+    "                       sessions need about 10; restart: 10,000 members 2-4\n"
     "\n"
     "kv options:\n"
     "  --clients K          concurrent clients, each a member (default min(8, N))\n"
@@ -136,9 +142,7 @@ constexpr char kUsage[] =
     "  --duration DUR       how long the members heartbeat after joining (default 30s)\n"
     "  --metrics HOST:PORT  the --server daemon's --metrics-listen endpoint, for the accepted\n"
     "                       heartbeats and the members it declared dead (the bench's own daemon\n"
-    "                       is started with one)\n"
-    "  --processes P        split the members (and connections) over P worker processes\n"
-    "                       (default 1: this one); 100,000 sessions need about 10\n";
+    "                       is started with one)\n";
 
 // File descriptors the bench needs beside one per connection: gRPC's epoll and wakeup fds,
 // stdio, /proc reads. Generous, because running out mid-run shows up as confusing UNAVAILABLEs.
@@ -184,7 +188,8 @@ struct Args {
   bool heartbeat_option_set = false;
   std::string metrics;
   uint32_t processes = 1;
-  // heartbeat-worker
+  bool processes_set = false;
+  // heartbeat-worker, restart-worker
   uint32_t first = 0;
   uint32_t count = 0;
 };
@@ -275,7 +280,7 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
           args->processes > 256) {
         return bad("1..256");
       }
-      args->heartbeat_option_set = true;
+      args->processes_set = true;
     } else if (name == "--first") {
       if (!absl::SimpleAtoi(value, &args->first)) return bad("a member index");
     } else if (name == "--count") {
@@ -325,25 +330,28 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
   }
   if (args->scenario != "join" && args->scenario != "failure" && args->scenario != "restart" &&
       args->scenario != "kv" && args->scenario != "heartbeat" &&
-      args->scenario != "heartbeat-worker") {
+      args->scenario != "heartbeat-worker" && args->scenario != "restart-worker") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown scenario \"", args->scenario,
                      "\" (available: join, failure, restart, kv, heartbeat)"));
   }
-  if (args->scenario == "heartbeat-worker") {
-    // Started by `heartbeat --processes P`, never by hand: only check what it relies on.
+  if (args->scenario == "heartbeat-worker" || args->scenario == "restart-worker") {
+    // Started by `heartbeat|restart --processes P`, never by hand: only check what it relies on.
     if (!args->server || args->join.job_id.empty() || args->count == 0 ||
         uint64_t{args->first} + args->count > args->join.members) {
-      return absl::InvalidArgumentError(
-          "heartbeat-worker needs --server, --job-id, --members N and --first F --count K "
-          "with F + K <= N (it is started by heartbeat --processes P)");
+      return absl::InvalidArgumentError(absl::StrCat(
+          args->scenario, " needs --server, --job-id, --members N and --first F --count K "
+          "with F + K <= N (it is started by ", absl::StripSuffix(args->scenario, "-worker"),
+          " --processes P)"));
     }
     if (!args->connections_set) args->join.connections = args->count;
     return absl::OkStatus();
   }
   if (args->scenario != "heartbeat" && args->heartbeat_option_set) {
-    return absl::InvalidArgumentError(
-        "--interval, --duration, --metrics and --processes are heartbeat options");
+    return absl::InvalidArgumentError("--interval, --duration and --metrics are heartbeat options");
+  }
+  if (args->scenario != "heartbeat" && args->scenario != "restart" && args->processes_set) {
+    return absl::InvalidArgumentError("--processes is a heartbeat and restart option");
   }
   if (args->processes > args->join.members) {
     return absl::InvalidArgumentError(absl::StrCat("--processes ", args->processes,
@@ -451,25 +459,43 @@ int Main(int argc, char** argv) {
                  absl::StatusCodeToString(s.code()).c_str(), std::string(s.message()).c_str());
     return 1;
   };
-  const uint64_t fds_per_connection = args.scenario == "restart" ? 2 : 1;
-  if (args.scenario == "restart" && !args.connections_set) {
-    // One process holds every member's connection twice over while they reconnect: cap the
-    // default at what the fd limit allows (a real deployment has one process per member).
+  // While members reconnect after a restart, the process holding their connections holds each
+  // twice over; with --processes P that is each worker with its share, beside the restarted
+  // daemon, which holds every connection once. The busiest of them sets the limit.
+  const bool restart = args.scenario == "restart";
+  const bool reconnects = restart || args.scenario == "restart-worker";
+  const uint64_t processes = restart ? args.processes : 1;
+  auto restart_fds = [&](uint64_t connections) {
+    return std::max(2 * ((connections + processes - 1) / processes), connections) + kSpareFds;
+  };
+  if (restart && !args.connections_set) {
+    // Cap the default at what the fd limit allows (a real deployment has one process per
+    // member).
     rlimit limit{};
     if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_max != RLIM_INFINITY &&
         limit.rlim_max > kSpareFds) {
-      uint64_t cap = (limit.rlim_max - kSpareFds) / fds_per_connection;
+      const uint64_t room = limit.rlim_max - kSpareFds;
+      const uint64_t cap = std::min(room, room / 2 * processes);
       if (args.join.connections > cap) {
         LOG(WARNING) << "restart: " << args.join.connections << " connections would need "
-                     << args.join.connections * fds_per_connection + kSpareFds
-                     << " file descriptors while reconnecting (hard limit " << limit.rlim_max
-                     << "); using " << cap << " connections";
+                     << restart_fds(args.join.connections)
+                     << " file descriptors in one process while reconnecting (hard limit "
+                     << limit.rlim_max << "); using " << cap << " connections";
         args.join.connections = static_cast<uint32_t>(cap);
       }
     }
   }
-  if (absl::Status s = RaiseFdLimit(args.join.connections, fds_per_connection); !s.ok()) {
-    return fail(s);
+  {
+    absl::Status s = absl::OkStatus();
+    if (!reconnects) {
+      s = RaiseFdLimit(args.join.connections, 1);
+    } else {
+      // Each member process (this one, or each worker), then the daemon, which inherits the
+      // limit from this process.
+      s = RaiseFdLimit((args.join.connections + processes - 1) / processes, 2);
+      if (s.ok() && processes > 1) s = RaiseFdLimit(args.join.connections, 1);
+    }
+    if (!s.ok()) return fail(s);
   }
   if (args.join.job_id.empty()) {
     args.join.job_id = absl::StrCat("bench-", getpid(), "-", absl::ToUnixSeconds(absl::Now()));
@@ -485,6 +511,17 @@ int Main(int argc, char** argv) {
     ho.interval = args.interval;
     if (args.node_timeout_set) ho.node_timeout_s = args.join.node_timeout_s;
     return RunHeartbeatWorker(ho, args.first, args.count);
+  }
+  if (args.scenario == "restart-worker") {
+    LivenessOptions lo;
+    lo.server = *args.server;
+    lo.job_id = args.join.job_id;
+    lo.members = args.join.members;
+    lo.connections = args.join.connections;
+    lo.topo_timeout_s = args.join.topo_timeout_s;
+    lo.node_timeout_s = args.join.node_timeout_s;
+    lo.named_nodes = args.join.named_nodes;
+    return RunRestartWorker(lo, args.first, args.count);
   }
 
   std::unique_ptr<LocalDaemon> daemon;
@@ -563,6 +600,7 @@ int Main(int argc, char** argv) {
     lo.node_timeout_s = args.join.node_timeout_s;
     lo.named_nodes = args.join.named_nodes;
     if (args.disconnect_grace) lo.disconnect_grace = *args.disconnect_grace;
+    lo.processes = args.processes;
     return args.scenario == "failure" ? RunFailure(lo, daemon.get())
                                       : RunRestart(lo, daemon.get());
   }

@@ -78,7 +78,13 @@ run_bench restart --members 40 --connections 8
 re='^\{"scenario":"restart","members":40,"connections":8,"restart_s":'$num',"resume_s":'$num
 re+=',"resume_from_up_s":'$snum',"p50_ms":'$snum',"p99_ms":'$snum',"resumed":40,"rank_changes":0'
 re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,"join_s":'$num',"daemon_cpu_s":'$num
-re+=',"bench_cpu_s":'$num'\}$'
+re+=',"bench_cpu_s":'$num',"processes":1\}$'
+json_is "$re"
+# The same members split over 2 worker processes (restart-worker), one job: the figures are the
+# last resume in either worker, and every member of both is checked.
+run_bench restart --members 40 --processes 2
+re='^\{"scenario":"restart","members":40,"connections":40,.*"resumed":40,"rank_changes":0'
+re+=',"generation_changes":0,"attempts":[0-9]+,"errors":0,.*"processes":2\}$'
 json_is "$re"
 
 # kv: 4 clients Set and Get 400 keys; 30 parked Gets of one key all released with the value.
@@ -139,4 +145,6 @@ usage_error heartbeat --members 10 --metrics 127.0.0.1:1
 usage_error heartbeat --members 10 --interval 0s
 usage_error heartbeat --members 10 --processes 11
 usage_error join --members 10 --processes 2
+usage_error failure --members 10 --processes 2
+usage_error restart --members 10 --processes 11
 echo PASS
