@@ -62,6 +62,8 @@ absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> ConnectChannels(
     // Joins are not retried by the client library's channel either; retries would only add the
     // retry filter's buffering to every call.
     args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+    // As the client library: no bandwidth-delay probing (a PING per member the daemon answers).
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
     if (options.fast_reconnect) {
       args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
@@ -222,8 +224,10 @@ RetryScheduler::~RetryScheduler() {
   watch_thread_.join();
 }
 
-bool RetryScheduler::Fire(Pending& p) {
+bool RetryScheduler::Fire(Pending& p, std::atomic<uint64_t>* count) {
   if (p.fired.exchange(true)) return false;  // the other trigger came first
+  // Counted before the retry runs, so whatever the retry wakes already sees it counted.
+  if (count != nullptr) ++*count;
   p.fn();
   return true;
 }
@@ -257,7 +261,7 @@ void RetryScheduler::RunWatches() {
     if (!ok || w->pending->fired.load() || stopping_) continue;
     const grpc_connectivity_state state = w->channel->GetState(/*try_to_connect=*/true);
     if (state == GRPC_CHANNEL_READY) {
-      if (Fire(*w->pending)) ++woken_by_ready_;
+      Fire(*w->pending, &woken_by_ready_);
     } else if (NowNs() < w->due_ns) {
       Arm(w.release(), state);  // CONNECTING, or failed again: keep watching until due
     }

@@ -175,7 +175,7 @@ class RetryScheduler {
     grpc::Channel* channel;
     int64_t due_ns;
   };
-  static bool Fire(Pending& p);
+  static bool Fire(Pending& p, std::atomic<uint64_t>* count = nullptr);
   void Arm(Watch* w, grpc_connectivity_state last);
   void RunWatches();
 
