@@ -28,6 +28,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 
+#include "../test_util.h"  // FreePort
+
 namespace ms_rendezvous::testing {
 
 // Directory of the built executables (set by CMake).
@@ -154,21 +156,6 @@ class Daemon {
   std::unique_ptr<Subprocess> proc_;
 };
 
-// A port that was free a moment ago (for the embedded scheduler, which must listen on the
-// port the workers are told).
-inline int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
 
 // Reads an integer or string field from a one-line JSON object printed by our tools.
 inline std::optional<std::string> JsonField(const std::string& line, const std::string& key) {

@@ -38,30 +38,14 @@
 namespace ms_rendezvous {
 namespace {
 
+using ::ms_rendezvous::testing::FreePort;
+
 namespace pb = ::ms::rendezvous::v1;
 using ::ms_rendezvous::testing::IsOk;
 using ::ms_rendezvous::testing::StatusIs;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
 
-// A loopback port that was free a moment ago (for servers that must start on a port the
-// client was told in advance).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    socklen_t len = sizeof(addr);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-      port = ntohs(addr.sin_port);
-    }
-  }
-  close(fd);
-  return port;
-}
 
 std::unique_ptr<server::RendezvousServer> StartServer(int port = 0,
                                                       core::StateStore* store = nullptr) {

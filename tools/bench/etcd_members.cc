@@ -46,6 +46,7 @@
 #include "etcd/etcdserverpb/rpc.grpc.pb.h"
 #include "glog/logging.h"
 #include "tools/bench/bench_util.h"
+#include "tools/common/flag_value.h"
 #include "tools/common/json.h"
 
 namespace ms_rendezvous::bench::etcd {
@@ -358,15 +359,8 @@ absl::Status ParseArgs(int argc, char** argv, Options* o) {
       o->wait_for_go = true;
       continue;
     }
-    std::string name(arg), value;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = std::string(arg.substr(0, eq));
-      value = std::string(arg.substr(eq + 1));
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(name, " needs a value"));
-    }
+    std::string name, value;
+    if (absl::Status s = tools::SplitValuedFlag(argc, argv, &i, &name, &value); !s.ok()) return s;
     auto bad = [&](absl::string_view allowed) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, " \"", value, "\" is invalid: expected ", allowed));

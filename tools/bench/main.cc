@@ -67,6 +67,7 @@
 #include "tools/bench/kv_scenario.h"
 #include "tools/bench/liveness_scenarios.h"
 #include "tools/bench/local_daemon.h"
+#include "tools/common/flag_value.h"
 #include "tools/common/json.h"
 #include "tools/ctl/render.h"
 
@@ -224,15 +225,8 @@ absl::Status ParseArgs(int argc, char** argv, Args* args) {
       args->durable = true;
       continue;
     }
-    std::string name(arg), value;
-    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
-      name = std::string(arg.substr(0, eq));
-      value = std::string(arg.substr(eq + 1));
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(name, " needs a value"));
-    }
+    std::string name, value;
+    if (absl::Status s = tools::SplitValuedFlag(argc, argv, &i, &name, &value); !s.ok()) return s;
     auto bad = [&](absl::string_view allowed) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, " \"", value, "\" is invalid: expected ", allowed));
